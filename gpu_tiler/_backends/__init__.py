@@ -1,0 +1,105 @@
+"""Backends: one object per array library, chosen once per graph.
+
+A backend knows its array module (``xp``), its ``ndimage``, how to move arrays to its device
+and back, and which device's memory budget applies. Operations ask :func:`resolve_backend`
+once when they build a graph and never import CuPy themselves.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from dask.utils import Dispatch
+
+from .._config import get_setting
+from ._numpy import NumpyBackend
+
+NUMPY = NumpyBackend()
+
+#: chunk type -> backend that natively holds such chunks
+backend_for_chunk_type = Dispatch("gpu_tiler_backend_for_chunk_type")
+backend_for_chunk_type.register(np.ndarray, lambda: NUMPY)
+
+
+@backend_for_chunk_type.register_lazy("cupy")
+def _register_cupy():
+    import cupy
+
+    backend_for_chunk_type.register(cupy.ndarray, lambda: get_cupy_backend())
+
+
+@functools.lru_cache(maxsize=None)
+def cupy_problem() -> str | None:
+    """Why the CuPy backend cannot run here, or None when a CUDA device really works."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken CUDA install raising at import
+        return f"CuPy is not importable ({type(exc).__name__}: {exc}); install gpu_tiler[cuda12] or [cuda13]"
+    try:
+        if not cupy.is_available():
+            return "CuPy is installed but no CUDA device is available (cupy.is_available() is False)"
+        probe = cupy.arange(4, dtype=cupy.float32)
+        if float((probe * 2).sum()) != 12.0:
+            return "a CUDA device is present but a test computation gave a wrong answer"
+    except Exception as exc:
+        return f"CuPy cannot run on this machine's CUDA device ({type(exc).__name__}: {exc})"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def get_cupy_backend():
+    from ._cupy import CupyBackend
+
+    return CupyBackend()
+
+
+def get_backend(name: str):
+    """The backend called ``name`` (``"numpy"`` or ``"cupy"``); ``"cupy"`` raises if no GPU works."""
+    if name == "numpy":
+        return NUMPY
+    if name == "cupy":
+        problem = cupy_problem()
+        if problem is not None:
+            raise RuntimeError(
+                f"backend 'cupy' was asked for, but {problem}. Use backend='numpy' (or 'auto', which "
+                f"falls back to NumPy only when you did not ask for CuPy)."
+            )
+        return get_cupy_backend()
+    raise ValueError(f"backend {name!r} is not one of 'auto', 'numpy', 'cupy'")
+
+
+def chunk_backend(meta):
+    """The backend whose arrays look like ``meta`` (a dask array's ``_meta``); NumPy if unknown."""
+    try:
+        return backend_for_chunk_type(type(meta))
+    except TypeError:
+        return NUMPY
+
+
+def resolve_backend(*arrays, backend=None):
+    """Pick the backend for a graph built from ``arrays`` (dask arrays).
+
+    ``backend`` (or the configured setting) ``"numpy"``/``"cupy"`` forces it. ``"auto"`` keeps the
+    chunks' own library when it is CuPy, and otherwise uses CuPy only when a CUDA device works.
+    """
+    choice = backend if backend is not None else get_setting("backend")
+    if choice not in (None, "auto"):
+        return get_backend(choice)
+    for arr in arrays:
+        native = chunk_backend(getattr(arr, "_meta", arr))
+        if native is not NUMPY:
+            return native
+    return get_cupy_backend() if cupy_problem() is None else NUMPY
+
+
+def namespace_of(array):
+    """The array module of one chunk (NumPy or CuPy), without importing CuPy for NumPy arrays."""
+    if isinstance(array, np.ndarray) or np.isscalar(array):
+        return np
+    return chunk_backend(array).xp
+
+
+__all__ = [
+    "NUMPY", "backend_for_chunk_type", "chunk_backend", "cupy_problem", "get_backend",
+    "get_cupy_backend", "namespace_of", "resolve_backend",
+]

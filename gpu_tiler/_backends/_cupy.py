@@ -1,0 +1,45 @@
+"""The CuPy backend: CuPy arrays, cupyx.scipy.ndimage, cuCIM where installed; runs on a CUDA GPU."""
+from __future__ import annotations
+
+
+
+class CupyBackend:
+    name = "cupy"
+    device_kind = "cuda"
+
+    def __init__(self):
+        import cupy
+
+        self._cupy = cupy
+
+    @property
+    def xp(self):
+        return self._cupy
+
+    @property
+    def ndimage(self):
+        import cupyx.scipy.ndimage
+
+        return cupyx.scipy.ndimage
+
+    def to_backend(self, array):
+        """Bring a chunk onto the current CUDA device (host chunks are copied over)."""
+        return self._cupy.asarray(array)
+
+    def to_host(self, array):
+        return self._cupy.asnumpy(array)
+
+    def meta(self, dtype, ndim):
+        return self._cupy.empty((0,) * ndim, dtype=dtype)
+
+    def device(self, budget=None):
+        from .._devices import cuda_devices
+
+        current = self._cupy.cuda.runtime.getDevice()
+        return cuda_devices(budget)[current]
+
+    def __repr__(self):
+        return "<gpu_tiler backend 'cupy' (CuPy/cupyx on a CUDA GPU)>"
+
+
+__all__ = ["CupyBackend"]

@@ -1,0 +1,40 @@
+"""The NumPy backend: NumPy arrays, SciPy's ndimage, scikit-image; runs on the host."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class NumpyBackend:
+    name = "numpy"
+    device_kind = "cpu"
+
+    @property
+    def xp(self):
+        return np
+
+    @property
+    def ndimage(self):
+        import scipy.ndimage
+
+        return scipy.ndimage
+
+    def to_backend(self, array):
+        """Bring a chunk (NumPy or CuPy) onto the host."""
+        if isinstance(array, np.ndarray):
+            return array
+        get = getattr(array, "get", None)  # CuPy arrays
+        return get() if callable(get) else np.asarray(array)
+
+    def to_host(self, array):
+        return array
+
+    def meta(self, dtype, ndim):
+        return np.empty((0,) * ndim, dtype=dtype)
+
+    def device(self, budget=None):
+        from .._devices import host_device
+
+        return host_device(budget)
+
+    def __repr__(self):
+        return "<gpu_tiler backend 'numpy' (NumPy/SciPy on the host)>"

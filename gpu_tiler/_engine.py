@@ -1,0 +1,187 @@
+"""map_tiles: the one engine every operation runs on.
+
+Each output tile is computed from a *window*: the tile grown by the halo, assembled straight from
+the source's chunks (real neighbour data inside the image, the boundary mode beyond it). The
+window goes to the backend's device, the function runs on it, the halo is trimmed off and the
+tile comes back. The result is a lazy dask array whose chunks are the planned tiles.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections import OrderedDict
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from ._backends import namespace_of, resolve_backend
+from ._halo import axis_pieces, normalize_modes, source_indices
+from ._planning import TilePlan, normalize_halo, plan_tiles
+
+_PLANS: OrderedDict[str, TilePlan] = OrderedDict()
+
+
+def plan_of(array) -> TilePlan | None:
+    """The tile plan a :func:`map_tiles` result was built with (None for other arrays)."""
+    return _PLANS.get(getattr(array, "name", None))
+
+
+def _remember_plan(name, plan):
+    _PLANS[name] = plan
+    while len(_PLANS) > 512:
+        _PLANS.popitem(last=False)
+
+
+def as_dask(array) -> da.Array:
+    if isinstance(array, da.Array):
+        return array
+    from ._io import open as open_image
+
+    return open_image(array)
+
+
+def _assemble_window(shape, cval, pieces, *chunks):
+    """Build one window from source chunks; ``pieces`` are (dst, arg index or None, src) triples."""
+    xp = namespace_of(chunks[0]) if chunks else np
+    dtype = chunks[0].dtype if chunks else np.dtype(type(cval))
+    out = xp.empty(shape, dtype=dtype)
+    for dst, arg, src in pieces:
+        if arg is None:
+            out[dst] = cval
+        else:
+            out[dst] = chunks[arg][src]
+    return out
+
+
+def windows(x: da.Array, tile_chunks, halo, modes, cval, name=None) -> da.Array:
+    """A dask array whose block ``i`` is output tile ``i`` of ``x`` grown by ``halo`` on each side.
+
+    Blocks overlap in the source; each is assembled from the source chunks it touches, with
+    ``modes`` (scipy.ndimage names) deciding what lies beyond the image border.
+    """
+    ndim = x.ndim
+    bounds = [np.concatenate([[0], np.cumsum(c)]) for c in x.chunks]
+    per_axis = []  # per axis, per tile: list of (dst, chunk, src)
+    for a in range(ndim):
+        idx = source_indices(x.shape[a], halo[a], modes[a])
+        starts = np.concatenate([[0], np.cumsum(tile_chunks[a])])
+        per_axis.append(
+            [axis_pieces(idx[s : e + 2 * halo[a]], bounds[a]) for s, e in zip(starts[:-1], starts[1:])]
+        )
+    win_chunks = tuple(tuple(t + 2 * h for t in tc) for tc, h in zip(tile_chunks, halo))
+    name = name or "gpu_tiler-window-" + tokenize(x, tile_chunks, halo, modes, cval)
+    dsk = {}
+    for tile_index in itertools.product(*(range(len(tc)) for tc in tile_chunks)):
+        keys, pieces = {}, []
+        for combo in itertools.product(*(per_axis[a][i] for a, i in enumerate(tile_index))):
+            dst = tuple(p[0] for p in combo)
+            if any(p[1] is None for p in combo):
+                pieces.append((dst, None, None))
+                continue
+            key = (x.name, *(p[1] for p in combo))
+            arg = keys.setdefault(key, len(keys))
+            pieces.append((dst, arg, tuple(p[2] for p in combo)))
+        shape = tuple(win_chunks[a][i] for a, i in enumerate(tile_index))
+        dsk[(name, *tile_index)] = (_assemble_window, shape, cval, pieces, *keys)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
+    return da.Array(graph, name, win_chunks, meta=x._meta)
+
+
+def _fit_chunks(x: da.Array, tile_shape) -> da.Array:
+    """Split source chunks larger than a tile so each window reads only what it needs."""
+    wanted = {}
+    for a, (chunks, t) in enumerate(zip(x.chunks, tile_shape)):
+        if chunks and max(chunks) > t:
+            wanted[a] = t
+    return x.rechunk(wanted) if wanted else x
+
+
+def _run_tile(*blocks, func, halo, backend, to_host, dtype, dtype_given, kwargs):
+    moved = [backend.to_backend(b) for b in blocks]
+    out = func(*moved, **kwargs)
+    window = moved[0].shape
+    if getattr(out, "shape", None) != window:
+        raise ValueError(
+            f"map_tiles: {getattr(func, '__name__', func)!r} returned shape {getattr(out, 'shape', None)} "
+            f"for a tile window of shape {window}; map_tiles needs functions that keep the shape"
+        )
+    if out.dtype != dtype:
+        if not dtype_given:
+            raise TypeError(
+                f"map_tiles: {getattr(func, '__name__', func)!r} returned {out.dtype} for {moved[0].dtype} "
+                f"tiles; pass dtype={out.dtype.name!r} to map_tiles to declare the output dtype"
+            )
+        out = out.astype(dtype, copy=False)
+    core = out[tuple(slice(h, n - h) for h, n in zip(halo, window))]
+    return backend.to_host(core) if to_host else core
+
+
+def map_tiles(
+    func,
+    *arrays,
+    halo=0,
+    mode="reflect",
+    cval=0.0,
+    dtype=None,
+    budget=None,
+    tile_shape=None,
+    working_copies: int = 2,
+    tiles_in_flight: int | None = None,
+    backend=None,
+    name: str | None = None,
+    **kwargs,
+) -> da.Array:
+    """Apply ``func`` tile by tile to images larger than memory; return a lazy dask array.
+
+    ``func(*tiles, **kwargs)`` receives one backend array per input (NumPy on the host, CuPy on a
+    GPU), each grown by ``halo`` voxels per side, and must return an array of the same shape; the
+    halo is trimmed off its result. Beyond the image border tiles are extended as scipy.ndimage
+    extends an image for ``mode`` (``"reflect"``, ``"mirror"``, ``"nearest"``, ``"wrap"``,
+    ``"constant"`` with ``cval``; one mode or one per axis), so if ``func`` reaches at most ``halo``
+    voxels the tiled result equals ``func`` on the whole image. Inputs must share one shape.
+
+    Tiles are planned with :func:`plan_tiles` from ``budget`` (or the device's budget), unless
+    ``tile_shape`` is given. ``dtype`` is the output dtype (default: the first input's; a function
+    returning another dtype is an error unless ``dtype`` is given). ``backend``: ``"numpy"``,
+    ``"cupy"`` or None for the configured choice; with CuPy, host chunks go to the GPU and back.
+    """
+    if not callable(func):
+        raise TypeError(f"map_tiles needs a function first, not {type(func).__name__}")
+    if not arrays:
+        raise TypeError("map_tiles needs at least one array")
+    xs = [as_dask(a) for a in arrays]
+    shape = xs[0].shape
+    for other in xs[1:]:
+        if other.shape != shape:
+            raise ValueError(f"map_tiles inputs must share one shape; got {shape} and {other.shape}")
+    ndim = len(shape)
+    halo = normalize_halo(halo, ndim)
+    modes = normalize_modes(mode, ndim)
+    chosen = resolve_backend(*xs, backend=backend)
+    dtype_given = dtype is not None
+    out_dtype = np.dtype(dtype) if dtype_given else xs[0].dtype
+    widest = max((x.dtype for x in xs), key=lambda d: d.itemsize)
+    plan = plan_tiles(
+        shape, widest, halo, budget, out_dtype=out_dtype, working_copies=working_copies,
+        tiles_in_flight=tiles_in_flight, chunks=xs[0].chunks, backend=chosen, n_inputs=len(xs),
+        tile_shape=tile_shape,
+    )
+    if math.prod(shape) == 0:
+        return da.zeros(shape, dtype=out_dtype, chunks=plan.chunks)
+    token = tokenize(func, [x.name for x in xs], halo, modes, cval, out_dtype, plan.tile_shape, chosen.name, kwargs)
+    wins = [windows(_fit_chunks(x, plan.tile_shape), plan.chunks, halo, modes, cval) for x in xs]
+    native = all(type(x._meta) is type(chosen.meta(x.dtype, 0)) for x in xs)
+    meta = chosen.meta(out_dtype, ndim) if native else np.empty((0,) * ndim, dtype=out_dtype)
+    run = functools.partial(
+        _run_tile, func=func, halo=halo, backend=chosen, to_host=not native, dtype=out_dtype,
+        dtype_given=dtype_given, kwargs=kwargs,
+    )
+    out = da.map_blocks(
+        run, *wins, chunks=plan.chunks, dtype=out_dtype, meta=meta,
+        name=name or f"gpu_tiler-{getattr(func, '__name__', 'func')}-{token}",
+    )
+    _remember_plan(out.name, plan)
+    return out

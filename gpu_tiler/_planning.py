@@ -1,0 +1,206 @@
+"""Tile planning: how large a tile, how many in flight, so a device stays inside its budget."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._config import get_setting, parse_budget
+
+
+def normalize_halo(halo, ndim: int) -> tuple[int, ...]:
+    """A per-axis halo: an int for every axis, or a sequence of ``ndim`` non-negative ints."""
+    if np.isscalar(halo):
+        values = (halo,) * ndim
+    else:
+        values = tuple(halo)
+        if len(values) != ndim:
+            raise ValueError(f"halo {halo!r} has {len(values)} entries; the image has {ndim} axes")
+    out = []
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or int(v) != v or v < 0:
+            raise ValueError(f"halo {halo!r} must hold whole numbers >= 0")
+        out.append(int(v))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How an image is cut into tiles for one operation.
+
+    ``bytes_per_tile`` counts the tile with its halo, the working copies the operation makes of it,
+    and the output tile; ``tiles_in_flight * bytes_per_tile <= budget_bytes``.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    tile_shape: tuple[int, ...]
+    halo: tuple[int, ...]
+    tiles_in_flight: int
+    bytes_per_tile: int
+    budget_bytes: int
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Number of tiles along each axis."""
+        return tuple(math.ceil(n / t) if n else 0 for n, t in zip(self.shape, self.tile_shape))
+
+    @property
+    def n_tiles(self) -> int:
+        return math.prod(self.grid)
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], ...]:
+        """The plan as dask chunks (the last tile along an axis may be smaller)."""
+        out = []
+        for n, t in zip(self.shape, self.tile_shape):
+            full, rest = divmod(n, t) if t else (0, 0)
+            out.append((t,) * full + ((rest,) if rest else ()) or (0,))
+        return tuple(out)
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.bytes_per_tile * self.tiles_in_flight
+
+    def __str__(self):
+        mib = 2**20
+        return (
+            f"{self.n_tiles} tiles of {'x'.join(map(str, self.tile_shape))} (halo {self.halo}), "
+            f"{self.tiles_in_flight} in flight x {self.bytes_per_tile / mib:.1f} MiB = "
+            f"{self.peak_bytes / mib:.1f} MiB of a {self.budget_bytes / mib:.1f} MiB budget"
+        )
+
+
+def tile_bytes(tile_shape, halo, in_itemsize, out_itemsize, working_copies) -> int:
+    """Bytes one tile needs: its halo'd input, ``working_copies`` more like it, and its output."""
+    with_halo = math.prod(t + 2 * h for t, h in zip(tile_shape, halo))
+    core = math.prod(tile_shape)
+    working = max(in_itemsize, out_itemsize)
+    return with_halo * in_itemsize + with_halo * working * working_copies + core * out_itemsize
+
+
+def default_tiles_in_flight(device_kind: str) -> int:
+    configured = get_setting("tiles_in_flight")
+    if configured is not None:
+        return configured
+    if device_kind == "cpu":
+        return max(1, min(os.cpu_count() or 1, 8))
+    return 2  # one tile computing while the next one is copied in
+
+
+def _resolve_budget(budget, backend) -> tuple[int, str]:
+    from ._backends import get_backend, resolve_backend
+
+    backend = resolve_backend() if backend is None else (get_backend(backend) if isinstance(backend, str) else backend)
+    if budget is None:
+        return backend.device().budget_bytes, backend.device_kind
+    value = parse_budget(budget)
+    if isinstance(value, float):
+        return backend.device(value).budget_bytes, backend.device_kind
+    return value, backend.device_kind
+
+
+def plan_tiles(
+    shape,
+    dtype,
+    halo=0,
+    budget=None,
+    *,
+    out_dtype=None,
+    working_copies: int = 2,
+    tiles_in_flight: int | None = None,
+    chunks=None,
+    backend=None,
+    n_inputs: int = 1,
+    tile_shape=None,
+) -> TilePlan:
+    """Plan tiles for an image of ``shape``/``dtype`` processed with ``halo`` voxels of context per side.
+
+    The largest tiles are chosen such that ``tiles_in_flight`` of them, each with its halo, the
+    operation's ``working_copies`` and its output, fit in ``budget`` (bytes, ``"512MiB"``, a fraction
+    of free memory, or None for the device's configured budget). Tiles are cut evenly, the axis with
+    the longest tile first, and when ``chunks`` (the source's chunk shape) is given, tile edges fall
+    on chunk edges wherever one chunk fits. Fewer tiles go in flight if even single-voxel tiles would
+    not fit; if one cannot, it is a ``ValueError`` that says how large the budget must be.
+    ``n_inputs`` counts the images read per tile (all of ``dtype``'s size or smaller). A given
+    ``tile_shape`` is used as it is (clipped to the image) and only tiles in flight are planned.
+    """
+    shape = tuple(int(n) for n in shape)
+    if any(n < 0 for n in shape):
+        raise ValueError(f"shape {shape} has a negative length")
+    ndim = len(shape)
+    if ndim == 0:
+        raise ValueError("cannot tile a 0-d array")
+    dtype = np.dtype(dtype)
+    out_dtype = dtype if out_dtype is None else np.dtype(out_dtype)
+    halo = normalize_halo(halo, ndim)
+    budget_bytes, device_kind = _resolve_budget(budget, backend)
+    if working_copies < 0:
+        raise ValueError(f"working_copies must be >= 0, not {working_copies}")
+    wanted = tiles_in_flight if tiles_in_flight is not None else default_tiles_in_flight(device_kind)
+    if int(wanted) < 1:
+        raise ValueError(f"tiles_in_flight must be >= 1, not {wanted}")
+    align = _source_chunk_shape(chunks, ndim)
+
+    def cost(tile):
+        return tile_bytes(tile, halo, dtype.itemsize * n_inputs, out_dtype.itemsize, working_copies)
+
+    smallest = cost((1,) * ndim)
+    if smallest > budget_bytes:
+        raise ValueError(
+            f"a memory budget of {budget_bytes} bytes ({budget_bytes / 2**20:.2f} MiB) cannot hold even one "
+            f"1-voxel tile with its halo {halo} ({smallest} bytes for {dtype} in, {out_dtype} out, "
+            f"{working_copies} working copies): raise memory_budget to at least {smallest} bytes, "
+            f"or use a smaller halo"
+        )
+    if tile_shape is not None:
+        tile = tuple(int(t) for t in tile_shape)
+        if len(tile) != ndim or any(t < 1 for t in tile):
+            raise ValueError(f"tile_shape {tile_shape} must give a length >= 1 for each of the {ndim} axes")
+        tile = tuple(min(t, max(n, 1)) for t, n in zip(tile, shape))
+        if cost(tile) > budget_bytes:
+            raise ValueError(
+                f"tile_shape {tile} needs {cost(tile)} bytes with its halo {halo}, more than the memory "
+                f"budget of {budget_bytes} bytes: raise memory_budget or pass a smaller tile_shape"
+            )
+        in_flight = max(1, min(int(wanted), budget_bytes // cost(tile)))
+        return TilePlan(shape, dtype, tile, halo, in_flight, cost(tile), budget_bytes)
+    in_flight = max(1, min(int(wanted), budget_bytes // smallest))
+    counts = [1] * ndim  # tiles along each axis
+    tile = [max(1, n) for n in shape]
+    last = None
+    while cost(tile) * in_flight > budget_bytes:
+        axis = max(range(ndim), key=lambda a: (tile[a], -a))
+        counts[axis] *= 2
+        tile[axis] = _cut(shape[axis], counts[axis], align, axis, below=tile[axis])
+        last = axis
+    if last is not None:
+        # Halving overshoots by up to 2x: take the fewest cuts along the last axis cut that still fit.
+        for count in range(counts[last] // 2 + 1, counts[last]):
+            trial = tile.copy()
+            trial[last] = _cut(shape[last], count, align, last, below=shape[last] + 1)
+            if trial[last] > tile[last] and cost(trial) * in_flight <= budget_bytes:
+                tile = trial
+                break
+    return TilePlan(shape, dtype, tuple(tile), halo, in_flight, cost(tile), budget_bytes)
+
+
+def _cut(length, count, align, axis, below):
+    """Tile length for ``count`` even tiles along an axis, on source-chunk edges, shorter than ``below``."""
+    t = math.ceil(length / count)
+    if align and align[axis] and t >= align[axis]:
+        t = (t // align[axis]) * align[axis]
+    return max(1, min(t, below - 1))
+
+
+def _source_chunk_shape(chunks, ndim):
+    if chunks is None:
+        return None
+    out = []
+    for c in chunks:
+        out.append(int(max(c)) if isinstance(c, (tuple, list)) and c else int(c) if not isinstance(c, (tuple, list)) else 0)
+    if len(out) != ndim:
+        raise ValueError(f"chunks {chunks!r} do not match an image with {ndim} axes")
+    return out
