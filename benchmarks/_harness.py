@@ -1,0 +1,72 @@
+"""Shared benchmark helpers: hardware description, peak-RSS measurement, medians."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+
+def hardware() -> str:
+    from gpu_tiler._devices import _cpu_name
+
+    mem = psutil.virtual_memory().total / 2**30
+    return f"{_cpu_name()}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def versions(*names) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in names:
+        try:
+            out.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+class PeakRSS:
+    """Peak resident memory growth of this process while the block runs (sampled and ru_maxrss)."""
+
+    def __enter__(self):
+        self.process = psutil.Process()
+        self.start = self.process.memory_info().rss
+        self.start_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        self.t0 = time.perf_counter()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+        self._stop.set()
+        self._thread.join()
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        if maxrss > self.start_maxrss:  # the kernel's own peak, when it rose during the block
+            self.peak = max(self.peak, maxrss)
+        self.growth = self.peak - self.start
+        return False
+
+
+def run_isolated(script: str, *args: str) -> dict:
+    """Run ``script`` with ``args`` in a fresh interpreter; it prints one JSON line as its last line."""
+    result = subprocess.run([sys.executable, script, *args], check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def median(values):
+    return statistics.median(values)
