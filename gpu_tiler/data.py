@@ -19,15 +19,17 @@ def _hash_noise(coords, seed):
 def _nuclei_block(centers, radii, brightness, noise, seed, dtype, block_info=None):
     info = block_info[None]
     location = info["array-location"]
-    shape = info["chunk-shape"]
-    coords = np.meshgrid(*(np.arange(a, b) for a, b in location), indexing="ij", sparse=True)
-    out = np.zeros(shape, dtype=np.float32)
+    out = np.zeros(info["chunk-shape"], dtype=np.float32)
     for c, r, b in zip(centers, radii, brightness):
-        if any(lo - (ci + r) > 0 or (ci - r) - (hi - 1) > 0 for ci, (lo, hi) in zip(c, location)):
+        # the nucleus' bounding box inside this chunk, in chunk coordinates
+        box = [(max(lo, int(np.floor(ci - r))), min(hi, int(np.ceil(ci + r)) + 1)) for ci, (lo, hi) in zip(c, location)]
+        if any(start >= stop for start, stop in box):
             continue
-        d2 = sum(((g - ci) / r) ** 2 for g, ci in zip(coords, c))
+        grids = np.meshgrid(*(np.arange(start, stop) for start, stop in box), indexing="ij", sparse=True)
+        d2 = sum(((g - ci) / r) ** 2 for g, ci in zip(grids, c))
         # a smooth dome; plain arithmetic (no exp) so every chunking gives the same bits
-        out += (b * np.clip(1.0 - d2 * d2, 0.0, 1.0)).astype(np.float32)
+        region = tuple(slice(start - lo, stop - lo) for (start, stop), (lo, _) in zip(box, location))
+        out[region] += (b * np.clip(1.0 - d2 * d2, 0.0, 1.0)).astype(np.float32)
     dense = np.meshgrid(*(np.arange(a, b) for a, b in location), indexing="ij")
     out += noise * _hash_noise(dense, seed)
     if np.issubdtype(dtype, np.integer):
