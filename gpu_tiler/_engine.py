@@ -99,9 +99,14 @@ def _fit_chunks(x: da.Array, tile_shape) -> da.Array:
     return x.rechunk(wanted) if wanted else x
 
 
-def _run_tile(*blocks, func, halo, backend, to_host, dtype, dtype_given, kwargs):
+def _run_tile(*blocks, func, halo, backend, to_host, dtype, dtype_given, kwargs, pass_location, block_info=None):
     moved = [backend.to_backend(b) for b in blocks]
-    out = func(*moved, **kwargs)
+    if pass_location:
+        core = block_info[None]["array-location"]
+        window_location = tuple((start - h, stop + h) for (start, stop), h in zip(core, halo))
+        out = func(*moved, location=window_location, **kwargs)
+    else:
+        out = func(*moved, **kwargs)
     window = moved[0].shape
     if getattr(out, "shape", None) != window:
         raise ValueError(
@@ -132,6 +137,7 @@ def map_tiles(
     tiles_in_flight: int | None = None,
     backend=None,
     name: str | None = None,
+    pass_location: bool = False,
     **kwargs,
 ) -> da.Array:
     """Apply ``func`` tile by tile to images larger than memory; return a lazy dask array.
@@ -147,6 +153,9 @@ def map_tiles(
     ``tile_shape`` is given. ``dtype`` is the output dtype (default: the first input's; a function
     returning another dtype is an error unless ``dtype`` is given). ``backend``: ``"numpy"``,
     ``"cupy"`` or None for the configured choice; with CuPy, host chunks go to the GPU and back.
+    With ``pass_location=True``, ``func`` also gets ``location=``: per axis, the ``(start, stop)`` of
+    its window in image coordinates (start < 0 or stop > length where the window reaches past the
+    border), for functions that must treat the image border themselves.
     """
     if not callable(func):
         raise TypeError(f"map_tiles needs a function first, not {type(func).__name__}")
@@ -171,13 +180,15 @@ def map_tiles(
     )
     if math.prod(shape) == 0:
         return da.zeros(shape, dtype=out_dtype, chunks=plan.chunks)
-    token = tokenize(func, [x.name for x in xs], halo, modes, cval, out_dtype, plan.tile_shape, chosen.name, kwargs)
+    token = tokenize(
+        func, [x.name for x in xs], halo, modes, cval, out_dtype, plan.tile_shape, chosen.name, kwargs, pass_location
+    )
     wins = [windows(_fit_chunks(x, plan.tile_shape), plan.chunks, halo, modes, cval) for x in xs]
     native = all(type(x._meta) is type(chosen.meta(x.dtype, 0)) for x in xs)
     meta = chosen.meta(out_dtype, ndim) if native else np.empty((0,) * ndim, dtype=out_dtype)
     run = functools.partial(
         _run_tile, func=func, halo=halo, backend=chosen, to_host=not native, dtype=out_dtype,
-        dtype_given=dtype_given, kwargs=kwargs,
+        dtype_given=dtype_given, kwargs=kwargs, pass_location=pass_location,
     )
     out = da.map_blocks(
         run, *wins, chunks=plan.chunks, dtype=out_dtype, meta=meta,

@@ -10,6 +10,10 @@ import numpy as np
 from ._config import get_setting, parse_budget
 
 
+#: Tiles are cut for parallelism (one per tile in flight) only while they stay at least this long.
+MIN_PARALLEL_TILE = 64
+
+
 def normalize_halo(halo, ndim: int) -> tuple[int, ...]:
     """A per-axis halo: an int for every axis, or a sequence of ``ndim`` non-negative ints."""
     if np.isscalar(halo):
@@ -115,6 +119,7 @@ def plan_tiles(
     backend=None,
     n_inputs: int = 1,
     tile_shape=None,
+    whole_axes=(),
 ) -> TilePlan:
     """Plan tiles for an image of ``shape``/``dtype`` processed with ``halo`` voxels of context per side.
 
@@ -122,10 +127,13 @@ def plan_tiles(
     operation's ``working_copies`` and its output, fit in ``budget`` (bytes, ``"512MiB"``, a fraction
     of free memory, or None for the device's configured budget). Tiles are cut evenly, the axis with
     the longest tile first, and when ``chunks`` (the source's chunk shape) is given, tile edges fall
-    on chunk edges wherever one chunk fits. Fewer tiles go in flight if even single-voxel tiles would
+    on chunk edges wherever one chunk fits. An image that fits in one tile is still cut into as many
+    tiles as go in flight, so every worker has one, unless that would make tiles shorter than
+    ``MIN_PARALLEL_TILE`` or four halos. Fewer tiles go in flight if even single-voxel tiles would
     not fit; if one cannot, it is a ``ValueError`` that says how large the budget must be.
     ``n_inputs`` counts the images read per tile (all of ``dtype``'s size or smaller). A given
     ``tile_shape`` is used as it is (clipped to the image) and only tiles in flight are planned.
+    ``whole_axes`` are never cut (for operations that need whole lines along them).
     """
     shape = tuple(int(n) for n in shape)
     if any(n < 0 for n in shape):
@@ -147,11 +155,13 @@ def plan_tiles(
     def cost(tile):
         return tile_bytes(tile, halo, dtype.itemsize * n_inputs, out_dtype.itemsize, working_copies)
 
-    smallest = cost((1,) * ndim)
+    whole_axes = tuple(sorted(set(whole_axes)))
+    minimal = tuple(max(1, shape[a]) if a in whole_axes else 1 for a in range(ndim))
+    smallest = cost(minimal)
     if smallest > budget_bytes:
         raise ValueError(
             f"a memory budget of {budget_bytes} bytes ({budget_bytes / 2**20:.2f} MiB) cannot hold even one "
-            f"1-voxel tile with its halo {halo} ({smallest} bytes for {dtype} in, {out_dtype} out, "
+            f"{'x'.join(map(str, minimal))} tile with its halo {halo} ({smallest} bytes for {dtype} in, {out_dtype} out, "
             f"{working_copies} working copies): raise memory_budget to at least {smallest} bytes, "
             f"or use a smaller halo"
         )
@@ -171,8 +181,9 @@ def plan_tiles(
     counts = [1] * ndim  # tiles along each axis
     tile = [max(1, n) for n in shape]
     last = None
-    while cost(tile) * in_flight > budget_bytes:
-        axis = max(range(ndim), key=lambda a: (tile[a], -a))
+    cuttable = [a for a in range(ndim) if a not in whole_axes]
+    while cost(tile) * in_flight > budget_bytes:  # ends: in_flight tiles of ``minimal`` fit
+        axis = max(cuttable, key=lambda a: (tile[a], -a))
         counts[axis] *= 2
         tile[axis] = _cut(shape[axis], counts[axis], align, axis, below=tile[axis])
         last = axis
@@ -184,6 +195,14 @@ def plan_tiles(
             if trial[last] > tile[last] and cost(trial) * in_flight <= budget_bytes:
                 tile = trial
                 break
+    # Enough tiles to keep every worker busy, while tiles stay large next to their halo.
+    while cuttable and math.prod(math.ceil(n / t) for n, t in zip(shape, tile)) < in_flight:
+        axis = max(cuttable, key=lambda a: (tile[a], -a))
+        shorter = _cut(shape[axis], counts[axis] * 2, align, axis, below=tile[axis])
+        if shorter < max(MIN_PARALLEL_TILE, 4 * halo[axis]):
+            break
+        counts[axis] *= 2
+        tile[axis] = shorter
     return TilePlan(shape, dtype, tuple(tile), halo, in_flight, cost(tile), budget_bytes)
 
 

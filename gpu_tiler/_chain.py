@@ -1,0 +1,168 @@
+"""Operations, their halos, and fusing several of them into one tiled pass.
+
+An :class:`Operation` is a few :class:`Step` s (neighbourhood computations, each with the halo it
+reaches, its boundary mode and cval) and an optional pointwise ``combine`` of the operation's input
+with the steps' result (top-hats subtract an opening from their input). A chain of operations runs
+in one :func:`map_tiles` pass with the summed halo, and equals the operations run one after
+another on the whole image: each step runs on the window cut back to the image along the axes it
+reaches, so the backend's filter extends the image at its border itself, exactly as it does on the
+whole image (what lies beyond the border is the step's own mode applied to the previous step's
+result, cval at full precision). ``wrap`` cannot be handled that way (the other side of the image
+is not in the window); the window's periodic halo serves instead, which is exact only when every
+earlier step that reaches along that axis also wraps, and a chain that breaks that rule is not fused.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import dask.array as da
+import numpy as np
+
+from ._backends import chunk_backend
+from ._engine import as_dask, map_tiles
+
+_WRAP = ("wrap", "grid-wrap")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One computation on a tile reaching ``halo`` voxels per axis.
+
+    ``call(backend, tile, border)`` returns the new tile; ``border`` is the window's
+    :class:`Border` for steps that run sub-chains of their own."""
+
+    name: str
+    halo: tuple[int, ...]
+    modes: tuple[str, ...]
+    cval: float
+    call: Callable
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    steps: tuple[Step, ...]
+    out_dtype: np.dtype
+    combine: Callable | None = None  # (backend, op_input, steps_result) -> result
+    whole_axes: tuple[int, ...] = field(default=())  # axes along which tiles must hold whole lines
+
+    @property
+    def halo(self) -> tuple[int, ...]:
+        return tuple(int(sum(h)) for h in zip(*(s.halo for s in self.steps)))
+
+
+def ndimage_step(name, function, halo, modes, cval, **kwargs) -> Step:
+    """A step that calls ``backend.ndimage.<function>(tile, mode=..., cval=..., **kwargs)``."""
+    from functools import partial
+
+    mode_arg = modes[0] if len(set(modes)) == 1 else list(modes)
+    return Step(name, tuple(halo), tuple(modes), float(cval),
+                partial(_call_ndimage, function, dict(kwargs, mode=mode_arg, cval=cval)))
+
+
+def _call_ndimage(function, kwargs, backend, tile, border):
+    return getattr(backend.ndimage, function)(tile, **kwargs)
+
+
+@dataclass(frozen=True)
+class Border:
+    """Where a window lies: per axis ``(start, stop)`` in image coordinates, and the image's shape."""
+
+    location: tuple[tuple[int, int], ...]
+    image_shape: tuple[int, ...]
+
+
+def fusable(operations) -> bool:
+    """Whether ``operations`` run as one pass give exactly the sequential whole-image result."""
+    if len(operations) > 1 and any(op.whole_axes for op in operations):
+        return False
+    steps = [s for op in operations for s in op.steps]
+    for k, step in enumerate(steps):
+        for axis, (mode, reach) in enumerate(zip(step.modes, step.halo)):
+            if mode in _WRAP and reach > 0:
+                if any(prev.halo[axis] > 0 and prev.modes[axis] not in _WRAP for prev in steps[:k]):
+                    return False
+    return True
+
+
+def run_step(step: Step, backend, tile, border: Border):
+    """Run one step on a window; along axes it reaches with a mode other than wrap, the part of the
+    window beyond the image border is cut off first, so that the backend's own filter extends the
+    image there exactly as it does on the whole image (cval at full precision included)."""
+    inner, cropped = [], False
+    for axis, ((start, stop), n) in enumerate(zip(border.location, border.image_shape)):
+        lo, hi = 0, stop - start
+        if step.halo[axis] > 0 and step.modes[axis] not in _WRAP:
+            lo, hi = max(0, -start), (stop - start) - max(0, stop - n)
+            cropped = cropped or (lo, hi) != (0, stop - start)
+        inner.append(slice(lo, hi))
+    if not cropped:
+        return step.call(backend, tile, border)
+    inner = tuple(inner)
+    location = tuple((start + s.start, start + s.stop) for (start, _), s in zip(border.location, inner))
+    result = step.call(backend, tile[inner], Border(location, border.image_shape))
+    out = backend.xp.zeros(tile.shape, dtype=result.dtype)  # beyond the border: never read again
+    out[inner] = result
+    return out
+
+
+def run_operations(tile, *, location, image_shape, operations):
+    """Run a chain of operations on one window (the map_tiles function behind every filter)."""
+    backend = chunk_backend(tile)
+    border = Border(tuple(location), tuple(image_shape))
+    for op in operations:
+        op_input = tile
+        for step in op.steps:
+            tile = run_step(step, backend, tile, border)
+        if op.combine is not None:
+            tile = op.combine(backend, op_input, tile)
+    return tile
+
+
+_CHAINS: OrderedDict[str, tuple[da.Array, tuple[Operation, ...]]] = OrderedDict()
+
+
+def _initial_modes(steps, ndim):
+    """The boundary mode the window is first grown with: per axis, the first step reaching along it."""
+    modes = []
+    for axis in range(ndim):
+        reaching = [s for s in steps if s.halo[axis] > 0]
+        modes.append((reaching[0] if reaching else steps[0]).modes[axis])
+    return tuple(modes)
+
+
+def apply_operation(image, operation: Operation, *, fuse: bool = True, budget=None) -> da.Array:
+    """Run ``operation`` tile by tile on ``image``; fuse it onto the chain that made ``image`` when exact."""
+    x = as_dask(image)
+    source, operations = x, (operation,)
+    previous = _CHAINS.get(x.name) if fuse else None
+    if previous is not None and fusable(previous[1] + (operation,)):
+        source, operations = previous[0], previous[1] + (operation,)
+    steps = [s for op in operations for s in op.steps]
+    halo = tuple(int(sum(h)) for h in zip(*(op.halo for op in operations)))
+    whole = operation.whole_axes
+    tile_shape = None
+    if whole:
+        from ._planning import plan_tiles
+
+        tile_shape = plan_tiles(source.shape, source.dtype, halo, budget, out_dtype=operation.out_dtype,
+                                whole_axes=whole).tile_shape
+    out = map_tiles(
+        run_operations, source, halo=halo, mode=_initial_modes(steps, source.ndim), cval=steps[0].cval,
+        dtype=operations[-1].out_dtype, budget=budget, tile_shape=tile_shape, pass_location=True,
+        working_copies=2 + len(steps), image_shape=source.shape, operations=operations,
+        name=f"gpu_tiler-{'-'.join(op.name for op in operations)}-{_token(source, operations, budget, tile_shape)}",
+    )
+    _CHAINS[out.name] = (source, operations)
+    while len(_CHAINS) > 512:
+        _CHAINS.popitem(last=False)
+    return out
+
+
+def _token(source, operations, budget, tile_shape):
+    from dask.base import tokenize
+
+    return tokenize(source.name, [(op.name, op.halo, [(s.name, s.modes, s.cval, s.call) for s in op.steps],
+                                   op.combine, str(op.out_dtype)) for op in operations], budget, tile_shape)
