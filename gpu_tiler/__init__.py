@@ -4,24 +4,53 @@ from ._backends import get_backend, resolve_backend
 from ._config import config, parse_budget
 from ._devices import Device, devices
 from ._engine import map_tiles, plan_of
+from .filters import (
+    black_tophat,
+    difference_of_gaussians,
+    gaussian,
+    maximum,
+    median,
+    minimum,
+    subtract_background,
+    threshold,
+    threshold_otsu,
+    uniform,
+    white_tophat,
+)
+from . import filters
 from ._io import open, save
+from ._margin import MarginReport, find_margin
 from ._planning import TilePlan, plan_tiles
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Device",
+    "MarginReport",
     "TilePlan",
     "__version__",
     "backend_of",
+    "black_tophat",
     "config",
     "devices",
+    "difference_of_gaussians",
+    "filters",
+    "find_margin",
+    "gaussian",
     "get_backend",
     "map_tiles",
+    "maximum",
+    "median",
+    "minimum",
     "open",
     "parse_budget",
     "plan_of",
     "plan_tiles",
     "resolve_backend",
     "save",
+    "subtract_background",
+    "threshold",
+    "threshold_otsu",
+    "uniform",
+    "white_tophat",
 ]
