@@ -98,3 +98,17 @@ def test_default_budget_and_in_flight_come_from_config():
 def test_bad_halo_is_refused(halo):
     with pytest.raises(ValueError, match="halo"):
         gt.plan_tiles((10, 10), "uint8", halo=halo, budget="1MiB")
+
+
+def test_an_image_that_fits_is_still_cut_for_every_tile_in_flight():
+    plan = gt.plan_tiles((4096, 4096), "float32", halo=20, budget="4GiB", tiles_in_flight=2)
+    assert plan.n_tiles >= 2 and plan.tile_shape[1] == 4096
+    small = gt.plan_tiles((100, 100), "float32", halo=20, budget="4GiB", tiles_in_flight=2)
+    assert small.n_tiles == 1  # cutting would leave tiles shorter than four halos
+
+
+def test_whole_axes_are_never_cut():
+    plan = gt.plan_tiles((512, 2048), "float64", budget="2MiB", tiles_in_flight=2, whole_axes=(1,))
+    assert plan.tile_shape[1] == 2048 and plan.peak_bytes <= 2 * MiB
+    with pytest.raises(ValueError, match="raise memory_budget"):
+        gt.plan_tiles((4, 10**6), "float64", budget="1MiB", whole_axes=(1,))
