@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import threading
+import warnings
 from collections import OrderedDict
 
 import dask.array as da
@@ -99,28 +101,94 @@ def _fit_chunks(x: da.Array, tile_shape) -> da.Array:
     return x.rechunk(wanted) if wanted else x
 
 
-def _run_tile(*blocks, func, halo, backend, to_host, dtype, dtype_given, kwargs, pass_location, block_info=None):
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError on the host, or CuPy's OutOfMemoryError (recognised without importing CuPy)."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+
+
+#: per map_tiles result: the largest tile core (in voxels) that ran out of memory, halved
+_SPLIT_BELOW: dict[str, int] = {}
+_split_lock = threading.Lock()
+
+
+def _release_device_memory(backend):
+    if backend.name == "cupy":
+        backend.xp.get_default_memory_pool().free_all_blocks()
+
+
+def _compute_core(blocks, location, run, halo, name, backend):
+    """``run`` on one window and its halo trimmed, splitting the window when memory runs out.
+
+    A window whose core is larger than a size that already ran out of memory in this job is split
+    before trying; one that runs out now is split along its longest core axis into two windows
+    (each with its full halo, so the result is unchanged), the job's limit is lowered and a
+    warning is given once."""
+    window = blocks[0].shape
+    core_shape = tuple(n - 2 * h for n, h in zip(window, halo))
+    limit = _SPLIT_BELOW.get(name)
+    if limit is None or math.prod(core_shape) <= limit or max(core_shape) <= 1:
+        try:
+            out = run(blocks, location)
+            return out[tuple(slice(h, n - h) for h, n in zip(halo, window))]
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            if max(core_shape) <= 1:
+                raise MemoryError(
+                    f"a tile of one voxel with its halo {halo} does not fit in memory; raise memory_budget or free "
+                    f"device memory"
+                ) from exc
+            _release_device_memory(backend)
+            with _split_lock:
+                first = name not in _SPLIT_BELOW
+                _SPLIT_BELOW[name] = min(_SPLIT_BELOW.get(name, math.inf), max(1, math.prod(core_shape) // 2))
+            if first:
+                warnings.warn(
+                    f"a tile of {'x'.join(map(str, core_shape))} ran out of memory ({type(exc).__name__}); splitting "
+                    f"it and every tile larger than {_SPLIT_BELOW[name]} voxels for the rest of this job "
+                    f"(results are unchanged; a smaller memory_budget avoids the retries)",
+                    ResourceWarning, stacklevel=2,
+                )
+    axis = max(range(len(core_shape)), key=lambda a: core_shape[a])
+    cut = core_shape[axis] // 2
+    h = halo[axis]
+    parts = []
+    for lo, hi in ((0, cut + 2 * h), (cut, core_shape[axis] + 2 * h)):
+        index = tuple(slice(lo, hi) if a == axis else slice(None) for a in range(len(window)))
+        sub_location = None
+        if location is not None:
+            start = location[axis][0]
+            sub_location = tuple((start + lo, start + hi) if a == axis else loc for a, loc in enumerate(location))
+        parts.append(_compute_core([b[index] for b in blocks], sub_location, run, halo, name, backend))
+    return backend.xp.concatenate(parts, axis=axis)
+
+
+def _run_tile(*blocks, func, halo, backend, to_host, dtype, dtype_given, kwargs, pass_location, name,
+              block_info=None):
     moved = [backend.to_backend(b) for b in blocks]
+    location = None
     if pass_location:
         core = block_info[None]["array-location"]
-        window_location = tuple((start - h, stop + h) for (start, stop), h in zip(core, halo))
-        out = func(*moved, location=window_location, **kwargs)
-    else:
-        out = func(*moved, **kwargs)
-    window = moved[0].shape
-    if getattr(out, "shape", None) != window:
-        raise ValueError(
-            f"map_tiles: {getattr(func, '__name__', func)!r} returned shape {getattr(out, 'shape', None)} "
-            f"for a tile window of shape {window}; map_tiles needs functions that keep the shape"
-        )
-    if out.dtype != dtype:
-        if not dtype_given:
-            raise TypeError(
-                f"map_tiles: {getattr(func, '__name__', func)!r} returned {out.dtype} for {moved[0].dtype} "
-                f"tiles; pass dtype={out.dtype.name!r} to map_tiles to declare the output dtype"
+        location = tuple((start - h, stop + h) for (start, stop), h in zip(core, halo))
+
+    def run(tiles, where):
+        out = func(*tiles, location=where, **kwargs) if pass_location else func(*tiles, **kwargs)
+        window = tiles[0].shape
+        if getattr(out, "shape", None) != window:
+            raise ValueError(
+                f"map_tiles: {getattr(func, '__name__', func)!r} returned shape {getattr(out, 'shape', None)} "
+                f"for a tile window of shape {window}; map_tiles needs functions that keep the shape"
             )
-        out = out.astype(dtype, copy=False)
-    core = out[tuple(slice(h, n - h) for h, n in zip(halo, window))]
+        if out.dtype != dtype:
+            if not dtype_given:
+                raise TypeError(
+                    f"map_tiles: {getattr(func, '__name__', func)!r} returned {out.dtype} for {tiles[0].dtype} "
+                    f"tiles; pass dtype={out.dtype.name!r} to map_tiles to declare the output dtype"
+                )
+            out = out.astype(dtype, copy=False)
+        return out
+
+    core = _compute_core(moved, location, run, halo, name, backend)
     return backend.to_host(core) if to_host else core
 
 
@@ -180,7 +248,7 @@ def map_tiles(
     )
     if math.prod(shape) == 0:
         return da.zeros(shape, dtype=out_dtype, chunks=plan.chunks)
-    token = tokenize(
+    name = name or f"gpu_tiler-{getattr(func, '__name__', 'func')}-" + tokenize(
         func, [x.name for x in xs], halo, modes, cval, out_dtype, plan.tile_shape, chosen.name, kwargs, pass_location
     )
     wins = [windows(_fit_chunks(x, plan.tile_shape), plan.chunks, halo, modes, cval) for x in xs]
@@ -188,11 +256,8 @@ def map_tiles(
     meta = chosen.meta(out_dtype, ndim) if native else np.empty((0,) * ndim, dtype=out_dtype)
     run = functools.partial(
         _run_tile, func=func, halo=halo, backend=chosen, to_host=not native, dtype=out_dtype,
-        dtype_given=dtype_given, kwargs=kwargs, pass_location=pass_location,
+        dtype_given=dtype_given, kwargs=kwargs, pass_location=pass_location, name=name,
     )
-    out = da.map_blocks(
-        run, *wins, chunks=plan.chunks, dtype=out_dtype, meta=meta,
-        name=name or f"gpu_tiler-{getattr(func, '__name__', 'func')}-{token}",
-    )
+    out = da.map_blocks(run, *wins, chunks=plan.chunks, dtype=out_dtype, meta=meta, name=name)
     _remember_plan(out.name, plan)
     return out

@@ -33,19 +33,24 @@ def _write_then_drop(write, index, block):
     return None
 
 
-def run_bounded(array: da.Array, write, tiles_in_flight: int, progress=None) -> None:
+def run_bounded(array: da.Array, write, tiles_in_flight: int, progress=None, skip=frozenset()) -> None:
     """Compute every block of ``array``; call ``write(block_index, block)`` for each, in raster order
-    batches of ``tiles_in_flight`` blocks run on as many threads. ``progress(done, total)`` is called
-    after each batch."""
+    batches of ``tiles_in_flight`` blocks run on as many threads. Blocks whose index is in ``skip``
+    (already written by an earlier run) are not computed. ``progress(done, total)`` is called after
+    each batch, counting skipped blocks as done."""
     in_flight = max(1, int(tiles_in_flight))
-    indices = list(itertools.product(*(range(n) for n in array.numblocks)))
+    every = list(itertools.product(*(range(n) for n in array.numblocks)))
+    indices = [i for i in every if i not in skip]
+    already = len(every) - len(indices)
     keys = [(array.name, *i) for i in indices]
     dsk = dict(array.__dask_optimize__(array.__dask_graph__(), keys))
     if not all(k in dsk for k in keys):  # an optimization renamed the outputs: run the graph as built
         dsk = dict(array.__dask_graph__())
     token = "gpu_tiler-write-" + array.name
-    total = len(indices)
-    for start in range(0, total, in_flight):
+    total = len(every)
+    if progress is not None and already:
+        progress(already, total)
+    for start in range(0, len(indices), in_flight):
         batch = indices[start : start + in_flight]
         writes = {}
         for index in batch:
@@ -54,7 +59,7 @@ def run_bounded(array: da.Array, write, tiles_in_flight: int, progress=None) -> 
         sub.update(writes)
         dask.threaded.get(sub, list(writes), num_workers=in_flight)
         if progress is not None:
-            progress(min(start + in_flight, total), total)
+            progress(already + min(start + in_flight, len(indices)), total)
 
 
 def default_tiles_in_flight(array: da.Array, budget_bytes: int, working_copies: int = 2) -> int:

@@ -3,12 +3,14 @@
 ``open`` turns zarr (v2/v3), TIFF, ``.npy``, NumPy and dask into a lazy dask array without reading
 pixels. ``save`` streams tiles into a zarr store written *beside* the target and renamed into
 place only when every tile is written, so a target path never holds a half-written result and an
-existing output is never touched unless ``overwrite=True``.
+existing output is never touched unless ``overwrite=True``; a killed save resumes where it stopped.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
@@ -24,14 +26,59 @@ def _is_zarr_dir(path: Path) -> bool:
     return path.is_dir() and any((path / f).exists() for f in ("zarr.json", ".zarray", ".zgroup"))
 
 
+class ChunkReadError(OSError):
+    """Reading one chunk of an input failed; the message names the input, the chunk and the cause."""
+
+
+class _ChunkReader:
+    """dask's getter for a zarr-backed input, with errors that say which chunk of which input failed."""
+
+    def __init__(self, where: str, chunk_shape):
+        self.where = where
+        self.chunk_shape = tuple(chunk_shape)
+
+    def __call__(self, a, b, asarray=True, lock=None):
+        from dask.array.core import getter
+
+        try:
+            return getter(a, b, asarray=asarray, lock=lock)
+        except Exception as exc:
+            index = tuple((s.start or 0) // c for s, c in zip(b, self.chunk_shape)) if isinstance(b, tuple) else b
+            raise ChunkReadError(
+                f"reading chunk {index} of '{self.where}' failed ({type(exc).__name__}: {exc}); the input is "
+                f"damaged there: restore that chunk or rewrite the input"
+            ) from exc
+
+
+def _from_zarr(z, where: str, chunks) -> da.Array:
+    from dask.base import tokenize
+
+    chunks = chunks if chunks is not None else z.chunks
+    name = "from-zarr-" + tokenize(where, z.shape, str(z.dtype), z.chunks, chunks, _stamp(where))
+    meta = np.empty((0,) * z.ndim, dtype=z.dtype)
+    return da.from_array(z, chunks=chunks, name=name, getitem=_ChunkReader(where, z.chunks), meta=meta)
+
+
+def _stamp(where: str):
+    """What identifies a stored input's version cheaply: its metadata file's or file's size and mtime."""
+    path = Path(where)
+    for candidate in (path / "zarr.json", path / ".zarray", path):
+        try:
+            stat = candidate.stat()
+            return (candidate.name, stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            continue
+    return None
+
+
 def _zarr_array_from(node, where):
     import zarr
 
     if isinstance(node, zarr.Array):
-        return node
+        return node, where
     arrays = sorted(name for name, _ in node.arrays())
     if "0" in arrays:  # a multiscale group (OME-Zarr, pyramidal TIFF): level 0 is full resolution
-        return node["0"]
+        return node["0"], f"{where}/0"
     hint = f"; open one of its arrays, e.g. '{where}/{arrays[0]}'" if arrays else " with no arrays in it"
     raise ValueError(f"{where} is a zarr group, not an image{hint}")
 
@@ -52,7 +99,7 @@ def open(source, chunks=None) -> da.Array:  # noqa: A001 - the natural name, exp
         import zarr
 
         if isinstance(source, zarr.Array):
-            return da.from_zarr(source, chunks=chunks if chunks is not None else source.chunks)
+            return _from_zarr(source, f"{source.store}/{source.path}", chunks)
     except ImportError:  # pragma: no cover - zarr is a dependency
         pass
     if not hasattr(source, "shape") or not hasattr(source, "dtype"):
@@ -75,14 +122,15 @@ def _open_path(path: Path, chunks) -> da.Array:
         import zarr
 
         store = tifffile.imread(path, aszarr=True)
-        node = zarr.open(store, mode="r")
-        return open(_zarr_array_from(node, str(path)), chunks)
+        z, where = _zarr_array_from(zarr.open(store, mode="r"), str(path))
+        return _from_zarr(z, where, chunks)
     if path.is_dir():
         import zarr
 
         if not _is_zarr_dir(path):
             raise ValueError(f"'{path}' is a directory but not a zarr store (no zarr.json, .zarray or .zgroup)")
-        return open(_zarr_array_from(zarr.open(str(path), mode="r"), str(path)), chunks)
+        z, where = _zarr_array_from(zarr.open(str(path), mode="r"), str(path))
+        return _from_zarr(z, where, chunks)
     raise ValueError(
         f"don't know how to open '{path}': expected a zarr store, a .tif/.tiff file or a .npy file"
     )
@@ -98,11 +146,20 @@ def _regular_chunks(array: da.Array):
     return tuple(shape)
 
 
+MANIFEST = "gpu_tiler-job.json"
+DONE_LOG = "gpu_tiler-done.log"
+
+
+class SaveError(OSError):
+    """Writing the output failed (disk full, permissions); finished tiles are kept for ``resume=True``."""
+
+
 def save(
     array,
     path,
     overwrite: bool = False,
     *,
+    resume: bool = False,
     zarr_format: int = 3,
     attrs: dict | None = None,
     tiles_in_flight: int | None = None,
@@ -111,11 +168,17 @@ def save(
 ) -> da.Array:
     """Compute ``array`` tile by tile into a zarr store at ``path``; return the saved image, lazily.
 
-    Tiles are written into ``.<name>.partial-<id>`` beside ``path`` and the store is renamed to
-    ``path`` only when complete. If ``path`` exists this is a ``FileExistsError`` unless
-    ``overwrite=True``; if anything fails the partial store is removed and ``path`` is as before.
-    The zarr chunks are the array's tiles. At most ``tiles_in_flight`` tiles are computed at once
-    (default: the plan of a :func:`map_tiles` result, else as many as ``budget`` holds).
+    Tiles are written into ``.<name>.partial`` beside ``path``, each recorded in a small manifest
+    once written, and the store is renamed to ``path`` only when complete. If ``path`` exists this
+    is a ``FileExistsError`` unless ``overwrite=True``. The zarr chunks are the array's tiles; at
+    most ``tiles_in_flight`` tiles are computed at once (default: the plan of a :func:`map_tiles`
+    result, else as many as ``budget`` holds).
+
+    When a save fails: a write that fails (disk full, permissions) raises :class:`SaveError` and
+    keeps the finished tiles; with ``resume=True`` any failure keeps them; otherwise the partial
+    store is removed. ``resume=True`` continues a partial store left by an earlier run of the same
+    job (same input, operations and parameters, which the manifest records), computing only the
+    tiles not yet written; a partial store of a different job is refused.
     """
     import zarr
 
@@ -139,26 +202,87 @@ def save(
             from ._backends import NUMPY
 
             tiles_in_flight = default_tiles_in_flight(source, NUMPY.device(budget).budget_bytes)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
+    job = {
+        "format": 1, "array": source.name, "shape": list(source.shape), "dtype": str(source.dtype),
+        "chunks": list(chunk_shape), "zarr_format": zarr_format,
+    }
+    partial = target.parent / f".{target.name}.partial"
     try:
-        store = zarr.create_array(
-            store=str(partial), shape=source.shape, chunks=chunk_shape, dtype=source.dtype,
-            zarr_format=zarr_format, fill_value=0,
-        )
-        if attrs:
-            store.attrs.update(attrs)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        store, done = _start_or_resume(partial, job, resume, attrs)
+    except OSError as exc:  # permissions, a file where a folder should be, a read-only disk
+        raise SaveError(f"cannot create '{partial}' beside '{target}' ({exc.strerror or exc}); choose a folder you "
+                        f"can write to") from exc
+    log_lock = threading.Lock()
+    log = (partial / DONE_LOG).open("a")
 
-        def write(index, block):
-            region = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, chunk_shape, block.shape))
+    def write(index, block):
+        region = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, chunk_shape, block.shape))
+        try:
             store[region] = block if isinstance(block, np.ndarray) else _to_host(block)
+            with log_lock:
+                log.write(",".join(map(str, index)) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
+        except OSError as exc:
+            raise SaveError(
+                f"writing tile {index} of '{target}' failed ({exc.strerror or exc}); the finished tiles are kept in "
+                f"'{partial}': free space or fix permissions, then save again with resume=True"
+            ) from exc
 
-        run_bounded(source, write, tiles_in_flight, progress=progress)
+    try:
+        run_bounded(source, write, tiles_in_flight, progress=progress, skip=done)
+        log.close()
+        (partial / DONE_LOG).unlink()
+        (partial / MANIFEST).unlink()
         _commit(partial, target, overwrite)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+    except BaseException as exc:
+        log.close()
+        if not (resume or isinstance(exc, SaveError)):
+            shutil.rmtree(partial, ignore_errors=True)
         raise
     return open(target)
+
+
+def _start_or_resume(partial: Path, job: dict, resume: bool, attrs):
+    """Open the partial store of an earlier run of the same job (resume), or start a fresh one."""
+    import zarr
+
+    if resume and (partial / MANIFEST).is_file():
+        earlier = json.loads((partial / MANIFEST).read_text())
+        if earlier != job:
+            changed = sorted(k for k in job if earlier.get(k) != job[k])
+            raise ValueError(
+                f"cannot resume '{partial}': it was started by a different job ({', '.join(changed)} differ: the "
+                f"input, operations or parameters changed); save without resume=True to start over"
+            )
+        store = zarr.open_array(str(partial), mode="r+")
+        return store, _completed(partial / DONE_LOG)
+    if partial.exists():  # left by an earlier run that was not resumed: start over
+        shutil.rmtree(partial)
+    store = zarr.create_array(
+        store=str(partial), shape=tuple(job["shape"]), chunks=tuple(job["chunks"]), dtype=job["dtype"],
+        zarr_format=job["zarr_format"], fill_value=0,
+    )
+    if attrs:
+        store.attrs.update(attrs)
+    manifest = partial / MANIFEST
+    manifest.with_suffix(".tmp").write_text(json.dumps(job))
+    manifest.with_suffix(".tmp").replace(manifest)
+    return store, frozenset()
+
+
+def _completed(log: Path) -> frozenset:
+    """Tile indices the done-log records (a line cut short by a kill is ignored)."""
+    if not log.is_file():
+        return frozenset()
+    done = set()
+    for line in log.read_text().splitlines():
+        try:
+            done.add(tuple(int(v) for v in line.split(",")))
+        except ValueError:
+            continue
+    return frozenset(done)
 
 
 def _to_host(block):
@@ -186,4 +310,4 @@ def _commit(partial: Path, target: Path, overwrite: bool) -> None:
         aside.unlink()
 
 
-__all__ = ["open", "save"]
+__all__ = ["ChunkReadError", "SaveError", "open", "save"]

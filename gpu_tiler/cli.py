@@ -76,7 +76,7 @@ def _save(args, array, path, label):
 
     _check_output(path, args.overwrite)
     start = time.perf_counter()
-    gt.save(array, path, overwrite=args.overwrite, progress=_progress(args, label))
+    gt.save(array, path, overwrite=args.overwrite, resume=args.resume, progress=_progress(args, label))
     seconds = time.perf_counter() - start
     _say(args, f"wrote {path}: {array.shape} {array.dtype} in {seconds:.1f} s")
 
@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    common.add_argument("--resume", action="store_true", help="continue an output an earlier run left unfinished")
 
     parser = argparse.ArgumentParser(prog="gpu-tiler", description="Process images larger than memory, tile by tile.")
     sub = parser.add_subparsers(dest="command", required=True)
