@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench gpu-wheels clean
+.PHONY: demo test fuzz bench gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	@echo "==> Creating $(VENV) with $(PYTHON) and installing gpu_tiler[test,opencl] (editable)"
@@ -21,6 +21,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	@echo "==> Running the tests (GPU tests are skipped, with the reason, where no CUDA GPU works)"
 	$(BIN)/python -m pytest
+
+fuzz: $(STAMP)
+	@echo "==> Property-based tests with thousands of examples (profile fuzz): tiled == whole image"
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/test_properties.py -q -p no:cacheprovider --durations=0
 
 bench: $(STAMP)
 	@echo "==> Running the CPU benchmarks; figures go to benchmarks/RESULTS.md by hand"

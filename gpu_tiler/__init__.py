@@ -20,6 +20,8 @@ from .filters import (
 from . import filters
 from ._io import open, save
 from ._margin import MarginReport, find_margin
+from . import measure
+from .measure import regionprops
 from ._planning import TilePlan, plan_tiles
 
 __version__ = "0.1.0"
@@ -40,12 +42,14 @@ __all__ = [
     "get_backend",
     "map_tiles",
     "maximum",
+    "measure",
     "median",
     "minimum",
     "open",
     "parse_budget",
     "plan_of",
     "plan_tiles",
+    "regionprops",
     "resolve_backend",
     "save",
     "subtract_background",

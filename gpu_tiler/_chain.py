@@ -150,7 +150,8 @@ def apply_operation(image, operation: Operation, *, fuse: bool = True, budget=No
         tile_shape = plan_tiles(source.shape, source.dtype, halo, budget, out_dtype=operation.out_dtype,
                                 whole_axes=whole).tile_shape
     out = map_tiles(
-        run_operations, source, halo=halo, mode=_initial_modes(steps, source.ndim), cval=steps[0].cval,
+        # steps cut the window back to the image wherever they use cval, so the padding's cval is never read
+        run_operations, source, halo=halo, mode=_initial_modes(steps, source.ndim), cval=0,
         dtype=operations[-1].out_dtype, budget=budget, tile_shape=tile_shape, pass_location=True,
         working_copies=2 + len(steps), image_shape=source.shape, operations=operations,
         name=f"gpu_tiler-{'-'.join(op.name for op in operations)}-{_token(source, operations, budget, tile_shape)}",

@@ -45,6 +45,20 @@ def as_dask(array) -> da.Array:
     return open_image(array)
 
 
+def _check_cval_fits(cval, dtype):
+    """Constant padding is stored in the tiles' dtype: refuse a cval that dtype cannot hold."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if not (float(cval).is_integer() and info.min <= cval <= info.max):
+            raise ValueError(
+                f"cval={cval!r} cannot be stored in {dtype} tiles (whole numbers {info.min}..{info.max}); give a cval "
+                f"in that range or convert the image to a float dtype first"
+            )
+    elif dtype == np.bool_ and cval not in (0, 1):
+        raise ValueError(f"cval={cval!r} cannot be stored in bool tiles; give 0 or 1")
+
+
 def _assemble_window(shape, cval, pieces, *chunks):
     """Build one window from source chunks; ``pieces`` are (dst, arg index or None, src) triples."""
     xp = namespace_of(chunks[0]) if chunks else np
@@ -214,7 +228,7 @@ def map_tiles(
     GPU), each grown by ``halo`` voxels per side, and must return an array of the same shape; the
     halo is trimmed off its result. Beyond the image border tiles are extended as scipy.ndimage
     extends an image for ``mode`` (``"reflect"``, ``"mirror"``, ``"nearest"``, ``"wrap"``,
-    ``"constant"`` with ``cval``; one mode or one per axis), so if ``func`` reaches at most ``halo``
+    ``"constant"`` with ``cval``, stored in the tiles' dtype; one mode or one per axis), so if ``func`` reaches at most ``halo``
     voxels the tiled result equals ``func`` on the whole image. Inputs must share one shape.
 
     Tiles are planned with :func:`plan_tiles` from ``budget`` (or the device's budget), unless
@@ -237,6 +251,9 @@ def map_tiles(
     ndim = len(shape)
     halo = normalize_halo(halo, ndim)
     modes = normalize_modes(mode, ndim)
+    if any(m in ("constant", "grid-constant") for m in modes):
+        for x in xs:
+            _check_cval_fits(cval, x.dtype)
     chosen = resolve_backend(*xs, backend=backend)
     dtype_given = dtype is not None
     out_dtype = np.dtype(dtype) if dtype_given else xs[0].dtype

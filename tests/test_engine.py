@@ -135,3 +135,11 @@ def test_source_indices_extend_a_line_as_scipy_does(mode, length, halo):
         weights[shift] = 1.0
         got = ndi.correlate1d(line, weights, mode=mode, cval=-7.0)
         np.testing.assert_array_equal(got, extended[shift : shift + length])
+
+
+def test_a_cval_the_tiles_cannot_hold_is_refused():
+    with pytest.raises(ValueError, match="cval=-1 cannot be stored in uint8"):
+        gt.map_tiles(np.negative, np.zeros((4, 4), np.uint8), halo=1, mode="constant", cval=-1)
+    with pytest.raises(ValueError, match="cval=0.5"):
+        gt.map_tiles(np.negative, np.zeros((4, 4), np.int16), halo=1, mode="constant", cval=0.5)
+    gt.map_tiles(np.negative, np.zeros((4, 4), np.uint8), halo=1, mode="reflect", cval=-1)  # unused: fine

@@ -1,0 +1,233 @@
+"""regionprops on tiles equals scikit-image's regionprops_table on the whole image."""
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+from skimage.measure import regionprops_table
+
+import gpu_tiler
+from gpu_tiler.measure import DEFAULT_PROPERTIES, SUPPORTED_PROPERTIES, _Plan, _tile_partial, regionprops
+
+INTENSITY_PROPERTIES = {
+    "intensity_mean", "intensity_min", "intensity_max", "intensity_std", "centroid_weighted",
+    "centroid_weighted_local", "moments_weighted", "moments_weighted_central", "moments_weighted_normalized",
+}
+SHAPE_PROPERTIES = [p for p in SUPPORTED_PROPERTIES if p not in INTENSITY_PROPERTIES]
+#: integer-valued, extrema, or computed from integers the way scikit-image does: must be bit-equal
+EXACT = {
+    "label", "area", "num_pixels", "bbox", "area_bbox", "extent", "equivalent_diameter_area",
+    "intensity_min", "intensity_max",
+}
+
+
+def blobs(shape, seed, *, spread_ids=False):
+    """Labelled random blobs with non-consecutive, shuffled ids (multiples of 3, or ~10^6 apart)."""
+    rng = np.random.default_rng(seed)
+    mask = ndi.gaussian_filter(rng.random(shape), 1.5) > 0.52
+    labels, count = ndi.label(mask)
+    ids = np.arange(count + 1, dtype=np.int64) * (10_007 if spread_ids else 3)
+    rng.shuffle(ids[1:])
+    return ids[labels].astype(np.int64 if spread_ids else np.int32)
+
+
+def intensity_image(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    if dtype == np.uint16:
+        return rng.integers(0, 65535, shape, endpoint=True).astype(np.uint16)
+    return (rng.random(shape) * 1000).astype(dtype)
+
+
+def on_backend(array, chunks, backend_name="numpy"):
+    x = da.from_array(array, chunks=chunks)
+    if backend_name == "cupy":
+        import cupy
+
+        x = x.map_blocks(cupy.asarray)
+    return x
+
+
+def property_of(column):
+    """'moments_central-2-1' -> ('moments_central', (2, 1)); 'area' -> ('area', ())."""
+    name, *index = column.split("-")
+    return name, tuple(int(i) for i in index)
+
+
+def reference(labels, intensity, properties):
+    """scikit-image on the whole image: the requested columns, and a table with the bbox and the
+    mass (zeroth moment) columns that the tolerances are scaled by."""
+    want = regionprops_table(labels, intensity, properties=list(properties))
+    helpers = ["bbox", "moments"] + (["moments_weighted"] if intensity is not None else [])
+    return want, regionprops_table(labels, intensity, properties=helpers)
+
+
+def tolerance(column, helpers, intensity_dtype):
+    """(rtol, atol per row) for a column summed in another order than scikit-image's.
+
+    Rounding is relative to the size of the quantity, not to its value: an off-diagonal inertia
+    term or a central moment is a cancellation that can be ~0, so atol scales with the object's
+    extent (and mass) to the quantity's order. Axis lengths are square roots of eigenvalues, so
+    for line-like objects (an eigenvalue ~0) rounding of 1e-16 * extent**2 shows as 1e-8 * extent.
+    scikit-image sums float32 intensities in float32 for intensity_mean and intensity_std: those
+    agree to float32 rounding.
+    """
+    name, index = property_of(column)
+    rtol = 1e-5 if intensity_dtype == np.float32 and name in ("intensity_mean", "intensity_std") else 1e-10
+    ndim = sum(1 for key in helpers if key.startswith("bbox-")) // 2
+    extent = np.max([helpers[f"bbox-{a + ndim}"] - helpers[f"bbox-{a}"] for a in range(ndim)], axis=0).astype(float)
+    if name.startswith("centroid"):
+        return rtol, 1e-10 * extent
+    if name.startswith("inertia_tensor"):
+        return rtol, 1e-10 * extent**2
+    if name.startswith("axis_"):
+        return rtol, 1e-6 * extent
+    if not name.startswith("moments"):
+        return rtol, 0.0
+    origin = "-".join("0" * ndim)
+    mass = np.abs(helpers[f"moments_weighted-{origin}" if "weighted" in name else f"moments-{origin}"])
+    order = sum(index)
+    scale = mass * extent**order
+    if name.endswith("normalized"):
+        scale = scale / mass ** (order / ndim + 1)
+    return rtol, 1e-10 * scale
+
+
+def assert_equals_skimage(got, want, helpers, intensity_dtype=None):
+    assert list(got.columns) == list(want), "columns (names and order) differ from scikit-image's"
+    for column, expected in want.items():
+        values = got[column].to_numpy()
+        assert values.dtype == expected.dtype, f"{column}: dtype {values.dtype}, scikit-image {expected.dtype}"
+        if property_of(column)[0] in EXACT:
+            np.testing.assert_array_equal(values, expected, err_msg=column)
+            continue
+        rtol, atol = tolerance(column, helpers, intensity_dtype)
+        close = np.isclose(values, expected, rtol=rtol, atol=atol, equal_nan=True)
+        assert close.all(), f"{column}: {values[~close][:3]} vs scikit-image {expected[~close][:3]}"
+
+
+CASES = {  # shape, label chunks, seed of the blobs
+    "2d-uneven": ((61, 47), (17, 13), 9),
+    "2d-size-1-chunks": ((14, 16), 1, 2),
+    "2d-one-chunk": ((40, 33), (40, 33), 12),
+    "3d-uneven": ((19, 23, 21), (6, 10, 7), 9),
+}
+
+
+@pytest.mark.parametrize("intensity_dtype", [None, np.uint16, np.float32], ids=["no-intensity", "uint16", "float32"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_regionprops_equals_skimage_on_the_whole_image(case, intensity_dtype, backend_name):
+    shape, chunks, seed = CASES[case]
+    labels = blobs(shape, seed)
+    intensity = None if intensity_dtype is None else intensity_image(shape, intensity_dtype, seed=7)
+    properties = list(SUPPORTED_PROPERTIES) if intensity is not None else SHAPE_PROPERTIES
+    tiled_intensity = None
+    if intensity is not None:  # chunked unlike the labels: regionprops aligns them
+        tiled_intensity = on_backend(intensity, tuple(max(1, n // 2) for n in shape), backend_name)
+    got = regionprops(on_backend(labels, chunks, backend_name), tiled_intensity, properties)
+    want, helpers = reference(labels, intensity, properties)
+    assert len(got) == len(np.unique(labels)) - 1 > 1
+    assert np.all(np.diff(got["label"].to_numpy()) > 0), "rows must be sorted by label"
+    assert_equals_skimage(got, want, helpers, intensity_dtype)
+
+
+def test_widely_spread_ids_and_objects_across_many_tiles():
+    """Ids ~10^4 apart take the sort path inside a tile; large objects cross dozens of tiles."""
+    labels = blobs((64, 64), seed=3, spread_ids=True)
+    labels[5:60, 30:34] = 7  # a long bar through 14 tiles
+    intensity = intensity_image(labels.shape, np.uint16, seed=1)
+    properties = ["label", "num_pixels", "bbox", "centroid", "intensity_mean", "intensity_max", "inertia_tensor"]
+    got = regionprops(on_backend(labels, 8), on_backend(intensity, 16), properties)
+    want, helpers = reference(labels, intensity, properties)
+    assert_equals_skimage(got, want, helpers, np.uint16)
+
+
+@pytest.mark.parametrize("spread_ids", [False, True], ids=["dense-ids", "sorted-ids"])
+def test_each_tile_reduces_to_one_row_per_label_present(spread_ids):
+    labels = blobs((40, 40), seed=2, spread_ids=spread_ids)
+    tile = labels[8:24, 16:40]
+    plan = _Plan(("label", "area", "moments_central"), 2, None)
+    part = _tile_partial(tile, None, (8, 16), plan, "numpy")
+    present = np.unique(tile[tile > 0])
+    np.testing.assert_array_equal(part["label"], present)
+    assert all(len(value) == len(present) for value in part.values())
+    np.testing.assert_array_equal(part["count"], ndi.sum_labels(np.ones_like(tile), tile, present))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # scikit-image's 0/0
+@pytest.mark.parametrize("with_intensity", [False, True])
+def test_an_empty_label_image_gives_zero_rows_and_the_right_columns(with_intensity):
+    labels = np.zeros((12, 10), dtype=np.uint8)
+    intensity = np.ones((12, 10), dtype=np.float32) if with_intensity else None
+    properties = list(SUPPORTED_PROPERTIES) if with_intensity else SHAPE_PROPERTIES
+    got = regionprops(on_backend(labels, 5), None if intensity is None else on_backend(intensity, 5), properties)
+    want = regionprops_table(labels, intensity, properties=properties)
+    assert len(got) == 0
+    assert list(got.columns) == list(want)
+    assert [got[c].dtype for c in got.columns] == [want[c].dtype for c in want]
+
+
+def test_default_properties_and_plain_numpy_and_zarr_inputs(tmp_path):
+    labels = blobs((50, 30), seed=5)
+    intensity = intensity_image(labels.shape, np.uint16, seed=5)
+    got = regionprops(labels)  # a NumPy array is opened like any other source
+    assert tuple(got.columns) == ("label", "area", "centroid-0", "centroid-1", "bbox-0", "bbox-1", "bbox-2", "bbox-3")
+    want, helpers = reference(labels, None, DEFAULT_PROPERTIES)
+    assert_equals_skimage(got, want, helpers)
+
+    path = tmp_path / "labels.zarr"
+    on_backend(labels, (16, 16)).to_zarr(str(path))
+    lazy = gpu_tiler.open(str(path))
+    got = regionprops(lazy, intensity)
+    want, helpers = reference(labels, intensity, DEFAULT_PROPERTIES + ("intensity_mean", "intensity_min", "intensity_max"))
+    assert_equals_skimage(got, want, helpers, np.uint16)
+
+
+def test_partial_tables_travel_between_processes():
+    """The graph holds only picklable data, as dask.distributed workers need."""
+    labels = blobs((30, 30), seed=4)
+    intensity = intensity_image(labels.shape, np.float32, seed=4)
+    properties = ["label", "area", "intensity_std", "moments_weighted_central"]
+    with dask.config.set(scheduler="processes", num_workers=2):
+        got = regionprops(on_backend(labels, 15), on_backend(intensity, 15), properties)
+    want, helpers = reference(labels, intensity, properties)
+    assert_equals_skimage(got, want, helpers, np.float32)
+
+
+@pytest.mark.parametrize(
+    "labels, intensity, properties, message",
+    [
+        (np.zeros((4, 4), np.float32), None, None, "labels has dtype float32"),
+        (np.zeros((4, 4), bool), None, None, "labels has dtype bool"),
+        (np.zeros((4, 4), np.int32), np.zeros((4, 5)), None, r"intensity has shape \(4, 5\)"),
+        (np.zeros((4, 4), np.int32), np.zeros((4, 4), np.complex64), None, "intensity has complex dtype"),
+        (np.zeros((4, 4), np.int32), None, ["label", "perimeter"], "'perimeter' cannot be computed across tiles"),
+        (np.zeros((4, 4), np.int32), None, ["eccentricity"], "Supported properties: label, area"),
+        (np.zeros((4, 4), np.int32), None, ["areaa"], "unknown property 'areaa'"),
+        (np.zeros((4, 4), np.int32), None, ["intensity_mean"], "needs an intensity image: pass intensity="),
+        (np.zeros((4, 4), np.int32), None, [], "properties is empty"),
+        (np.zeros((4, 4), np.int32), None, [3], "3 is not a property name"),
+        (np.zeros((4, 4, 4, 4), np.int32), None, ["axis_major_length"], "2-D and 3-D images only"),
+    ],
+)
+def test_bad_input_is_a_value_error_that_names_the_parameter(labels, intensity, properties, message):
+    with pytest.raises(ValueError, match=message):
+        regionprops(labels, intensity, properties)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.uint32, np.int64, np.uint64, np.float16, np.float64])
+def test_intensity_extrema_of_every_dtype_are_exact(dtype):
+    """Extrema are scattered in a type the GPU's atomics support (int64 through an order-keeping
+    sign flip): the values must come back unchanged, negative ones included."""
+    labels = blobs((30, 26), seed=6)
+    rng = np.random.default_rng(0)
+    if dtype == np.bool_:
+        intensity = rng.random(labels.shape) > 0.5
+    elif np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        intensity = rng.integers(info.min, info.max, labels.shape, dtype=dtype, endpoint=True)
+    else:
+        intensity = (rng.standard_normal(labels.shape) * 100).astype(dtype)
+    properties = ["label", "intensity_min", "intensity_max"]
+    got = regionprops(on_backend(labels, (7, 9)), on_backend(intensity, (7, 9)), properties)
+    want, helpers = reference(labels, intensity, properties)
+    assert_equals_skimage(got, want, helpers)
