@@ -1,6 +1,7 @@
 """gpu_tiler: process images larger than memory tile by tile, exactly, on GPUs or CPUs."""
 from ._backends import chunk_backend as backend_of
 from ._backends import get_backend, resolve_backend
+from ._cluster import cluster
 from ._config import config, parse_budget
 from ._devices import Device, devices
 from ._engine import map_tiles, plan_of
@@ -33,6 +34,7 @@ __all__ = [
     "__version__",
     "backend_of",
     "black_tophat",
+    "cluster",
     "config",
     "devices",
     "difference_of_gaussians",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import uuid
 from pathlib import Path
 
@@ -213,25 +212,16 @@ def save(
     except OSError as exc:  # permissions, a file where a folder should be, a read-only disk
         raise SaveError(f"cannot create '{partial}' beside '{target}' ({exc.strerror or exc}); choose a folder you "
                         f"can write to") from exc
-    log_lock = threading.Lock()
     log = (partial / DONE_LOG).open("a")
 
-    def write(index, block):
-        region = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, chunk_shape, block.shape))
-        try:
-            store[region] = block if isinstance(block, np.ndarray) else _to_host(block)
-            with log_lock:
-                log.write(",".join(map(str, index)) + "\n")
-                log.flush()
-                os.fsync(log.fileno())
-        except OSError as exc:
-            raise SaveError(
-                f"writing tile {index} of '{target}' failed ({exc.strerror or exc}); the finished tiles are kept in "
-                f"'{partial}': free space or fix permissions, then save again with resume=True"
-            ) from exc
+    def record(indices):
+        log.write("".join(",".join(map(str, index)) + "\n" for index in indices))
+        log.flush()
+        os.fsync(log.fileno())
 
     try:
-        run_bounded(source, write, tiles_in_flight, progress=progress, skip=done)
+        run_bounded(source, _TileWriter(store, chunk_shape, str(target), str(partial)), tiles_in_flight,
+                    progress=progress, skip=done, in_task=True, on_done=record)
         log.close()
         (partial / DONE_LOG).unlink()
         (partial / MANIFEST).unlink()
@@ -242,6 +232,24 @@ def save(
             shutil.rmtree(partial, ignore_errors=True)
         raise
     return open(target)
+
+
+class _TileWriter:
+    """Writes one tile into the partial store, in the task that computed it (picklable for workers)."""
+
+    def __init__(self, store, chunk_shape, target: str, partial: str):
+        self.store, self.chunk_shape, self.target, self.partial = store, tuple(chunk_shape), target, partial
+
+    def __call__(self, index, block):
+        region = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, self.chunk_shape, block.shape))
+        try:
+            self.store[region] = block if isinstance(block, np.ndarray) else _to_host(block)
+        except OSError as exc:
+            raise SaveError(
+                f"writing tile {index} of '{self.target}' failed ({exc.strerror or exc}); the finished tiles are kept "
+                f"in '{self.partial}': free space or fix permissions, then save again with resume=True"
+            ) from exc
+        return index
 
 
 def _start_or_resume(partial: Path, job: dict, resume: bool, attrs):

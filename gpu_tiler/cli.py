@@ -90,6 +90,12 @@ def cmd_info(args):
     import gpu_tiler as gt
     from gpu_tiler._backends import cupy_problem
 
+    if args.cluster is not None or args.scheduler:
+        from gpu_tiler._cluster import describe_workers
+        from gpu_tiler._execute import active_client
+
+        for line in describe_workers(active_client()):
+            print(f"worker   {line}")
     if args.path:
         image = _open(args.path)
         print(f"{args.path}: shape {image.shape}, dtype {image.dtype}, chunks {image.chunksize}, "
@@ -264,6 +270,29 @@ def cmd_demo(args):
                     progress=lambda label: _progress(args, label))
 
 
+class _distributed:
+    """--cluster starts a local cluster, --scheduler connects to one; neither: run in this process."""
+
+    def __init__(self, args):
+        self.args, self.handle = args, None
+
+    def __enter__(self):
+        import gpu_tiler as gt
+
+        if self.args.scheduler:
+            from distributed import Client
+
+            self.handle = Client(self.args.scheduler)
+        elif self.args.cluster is not None:
+            self.handle = gt.cluster(self.args.cluster or None)
+        return self.handle
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.close()
+        return False
+
+
 # ---- parser -----------------------------------------------------------------------------------
 
 
@@ -275,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument("--overwrite", action="store_true", help="replace an existing output")
     common.add_argument("--resume", action="store_true", help="continue an output an earlier run left unfinished")
+    common.add_argument("--cluster", nargs="?", const=0, type=int, metavar="N",
+                        help="run on a local cluster (dask-cuda on GPUs, else N worker processes)")
+    common.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask scheduler, e.g. tcp://host:8786")
 
     parser = argparse.ArgumentParser(prog="gpu-tiler", description="Process images larger than memory, tile by tile.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -346,7 +378,7 @@ def main(argv=None) -> int:
             settings["backend"] = args.backend
         if args.memory_budget:
             settings["memory_budget"] = args.memory_budget
-        with gt.config(**settings):
+        with gt.config(**settings), _distributed(args):
             return args.run(args)
     except KeyboardInterrupt:
         print("gpu-tiler: interrupted; no output was left half-written", file=sys.stderr)
