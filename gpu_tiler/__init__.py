@@ -21,6 +21,7 @@ from .filters import (
 from . import filters
 from ._io import open, save
 from ._margin import MarginReport, find_margin
+from ._ome import ImageMetadata, metadata_of
 from . import measure
 from .measure import regionprops
 from ._planning import TilePlan, plan_tiles
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Device",
+    "ImageMetadata",
     "MarginReport",
     "TilePlan",
     "__version__",
@@ -46,6 +48,7 @@ __all__ = [
     "maximum",
     "measure",
     "median",
+    "metadata_of",
     "minimum",
     "open",
     "parse_budget",

@@ -277,4 +277,6 @@ def map_tiles(
     )
     out = da.map_blocks(run, *wins, chunks=plan.chunks, dtype=out_dtype, meta=meta, name=name)
     _remember_plan(out.name, plan)
-    return out
+    from ._ome import attach_metadata, metadata_of
+
+    return attach_metadata(out, metadata_of(xs[0]))

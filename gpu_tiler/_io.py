@@ -82,18 +82,20 @@ def _zarr_array_from(node, where):
     raise ValueError(f"{where} is a zarr group, not an image{hint}")
 
 
-def open(source, chunks=None) -> da.Array:  # noqa: A001 - the natural name, exported as gpu_tiler.open
+def open(source, chunks=None, *, level=None) -> da.Array:  # noqa: A001 - the natural name, exported as gpu_tiler.open
     """Open an image lazily as a dask array.
 
     ``source``: a path to a zarr store (v2 or v3, or an array inside one), a TIFF file (read
     lazily through tifffile's zarr view), a ``.npy`` file (memory-mapped), or a NumPy, CuPy, zarr or
     dask array. ``chunks`` rechunks (dask's forms: a tuple, ``"auto"``, a number of voxels); by
     default the source's own chunks are kept. A path that does not exist is a ``FileNotFoundError``.
+    An OME-Zarr image (NGFF 0.4 or 0.5) opens at full resolution, or at ``level`` (an index or a
+    dataset path); its axes and pixel sizes travel with the array (:func:`gpu_tiler.metadata_of`).
     """
     if isinstance(source, da.Array):
         return source if chunks is None else source.rechunk(chunks)
     if isinstance(source, (str, os.PathLike)):
-        return _open_path(Path(source), chunks)
+        return _open_path(Path(source), chunks, level)
     try:
         import zarr
 
@@ -109,7 +111,7 @@ def open(source, chunks=None) -> da.Array:  # noqa: A001 - the natural name, exp
     return da.from_array(source, chunks=chunks if chunks is not None else "auto", meta=meta)
 
 
-def _open_path(path: Path, chunks) -> da.Array:
+def _open_path(path: Path, chunks, level=None) -> da.Array:
     if not path.exists():
         raise FileNotFoundError(f"no such file or zarr store: '{path}'")
     name = path.name.lower()
@@ -128,7 +130,15 @@ def _open_path(path: Path, chunks) -> da.Array:
 
         if not _is_zarr_dir(path):
             raise ValueError(f"'{path}' is a directory but not a zarr store (no zarr.json, .zarray or .zgroup)")
-        z, where = _zarr_array_from(zarr.open(str(path), mode="r"), str(path))
+        node = zarr.open(str(path), mode="r")
+        from ._ome import attach_metadata, multiscales_of, read_multiscale
+
+        if isinstance(node, zarr.Group) and multiscales_of(dict(node.attrs)) is not None:
+            z, where, metadata = read_multiscale(node, str(path), level)
+            return attach_metadata(_from_zarr(z, where, chunks), metadata)
+        if level is not None:
+            raise ValueError(f"level={level!r}: '{path}' is not a multiscale (OME-Zarr) image")
+        z, where = _zarr_array_from(node, str(path))
         return _from_zarr(z, where, chunks)
     raise ValueError(
         f"don't know how to open '{path}': expected a zarr store, a .tif/.tiff file or a .npy file"
@@ -153,13 +163,22 @@ class SaveError(OSError):
     """Writing the output failed (disk full, permissions); finished tiles are kept for ``resume=True``."""
 
 
+FORMATS = ("zarr", "ome-zarr")
+
+
 def save(
     array,
     path,
     overwrite: bool = False,
     *,
     resume: bool = False,
+    format: str = "zarr",  # noqa: A002 - the natural name for the output format
     zarr_format: int = 3,
+    pyramid_levels: int | None = None,
+    kind: str = "image",
+    axes: str | None = None,
+    scale=None,
+    units: str | None = None,
     attrs: dict | None = None,
     tiles_in_flight: int | None = None,
     budget=None,
@@ -172,6 +191,15 @@ def save(
     is a ``FileExistsError`` unless ``overwrite=True``. The zarr chunks are the array's tiles; at
     most ``tiles_in_flight`` tiles are computed at once (default: the plan of a :func:`map_tiles`
     result, else as many as ``budget`` holds).
+
+    ``format="ome-zarr"`` writes an OME-Zarr (NGFF 0.5 on zarr v3, 0.4 with ``zarr_format=2``)
+    multiscale image: level 0 tile by tile, then ``pyramid_levels`` levels in all (default: halving
+    the space axes until the largest is under 256), each computed from the stored level before
+    within the budget: the mean for ``kind="image"``, every second voxel for ``kind="labels"`` (no
+    label is invented). Axes and pixel sizes come from the array's metadata (an OME-Zarr input
+    carries them through every operation), overridden by ``axes`` (e.g. ``"zyx"``), ``scale`` (pixel
+    sizes) and ``units``. Saving labels to ``<image>.ome.zarr/labels/<name>`` registers them in the
+    image's ``labels`` group so viewers overlay them.
 
     When a save fails: a write that fails (disk full, permissions) raises :class:`SaveError` and
     keeps the finished tiles; with ``resume=True`` any failure keeps them; otherwise the partial
@@ -188,6 +216,10 @@ def save(
         raise FileExistsError(f"'{target}' exists; pass overwrite=True to replace it")
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r} is not one of {', '.join(map(repr, FORMATS))}")
+    if kind not in ("image", "labels"):
+        raise ValueError(f"kind={kind!r} must be 'image' or 'labels'")
     source = as_dask(array)
     chunk_shape = _regular_chunks(source)
     if chunk_shape is None:
@@ -201,18 +233,30 @@ def save(
             from ._backends import NUMPY
 
             tiles_in_flight = default_tiles_in_flight(source, NUMPY.device(budget).budget_bytes)
+    ome = None
+    if format == "ome-zarr":
+        from ._ome import metadata_of, pyramid_factors, with_metadata
+
+        meta = with_metadata(metadata_of(array) or metadata_of(source), source.ndim, axes, scale, units)
+        factors = pyramid_factors(source.shape, meta, pyramid_levels)
+        ome = (meta, factors)
     job = {
         "format": 1, "array": source.name, "shape": list(source.shape), "dtype": str(source.dtype),
-        "chunks": list(chunk_shape), "zarr_format": zarr_format,
+        "chunks": list(chunk_shape), "zarr_format": zarr_format, "output": format,
     }
     partial = target.parent / f".{target.name}.partial"
+    tiles_at = partial / "0" if ome else partial
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        store, done = _start_or_resume(partial, job, resume, attrs)
+        if ome and not (resume and (tiles_at / MANIFEST).is_file()):
+            if partial.exists():
+                shutil.rmtree(partial)
+            zarr.open_group(str(partial), mode="w", zarr_format=zarr_format)
+        store, done = _start_or_resume(tiles_at, job, resume, None if ome else attrs)
     except OSError as exc:  # permissions, a file where a folder should be, a read-only disk
         raise SaveError(f"cannot create '{partial}' beside '{target}' ({exc.strerror or exc}); choose a folder you "
                         f"can write to") from exc
-    log = (partial / DONE_LOG).open("a")
+    log = (tiles_at / DONE_LOG).open("a")
 
     def record(indices):
         log.write("".join(",".join(map(str, index)) + "\n" for index in indices))
@@ -223,15 +267,65 @@ def save(
         run_bounded(source, _TileWriter(store, chunk_shape, str(target), str(partial)), tiles_in_flight,
                     progress=progress, skip=done, in_task=True, on_done=record)
         log.close()
-        (partial / DONE_LOG).unlink()
-        (partial / MANIFEST).unlink()
+        (tiles_at / DONE_LOG).unlink()
+        (tiles_at / MANIFEST).unlink()
+        if ome:
+            _write_pyramid(partial, target, ome[0], ome[1], kind, zarr_format, chunk_shape, tiles_in_flight, attrs)
         _commit(partial, target, overwrite)
+        if ome and kind == "labels":
+            _register_label(target, zarr_format)
     except BaseException as exc:
         log.close()
         if not (resume or isinstance(exc, SaveError)):
             shutil.rmtree(partial, ignore_errors=True)
         raise
     return open(target)
+
+
+def _write_pyramid(partial: Path, target: Path, meta, factors, kind, zarr_format, chunk_shape, tiles_in_flight,
+                   attrs):
+    """Levels 1.. of an OME-Zarr pyramid, each from the stored level before; then the NGFF attributes."""
+    import zarr
+
+    from ._ome import multiscales_attrs, next_level
+
+    for level, factor in enumerate(factors, start=1):
+        previous = open(partial / str(level - 1))
+        smaller = next_level(previous, factor, kind)
+        chunks = tuple(min(c, max(n, 1)) for c, n in zip(chunk_shape, smaller.shape))
+        smaller = smaller.rechunk(chunks)
+        store = zarr.create_array(store=str(partial / str(level)), shape=smaller.shape, chunks=chunks,
+                                  dtype=smaller.dtype, zarr_format=zarr_format, fill_value=0)
+        run_bounded(smaller, _TileWriter(store, chunks, str(target), str(partial)), tiles_in_flight, in_task=True)
+    version = "0.4" if zarr_format == 2 else "0.5"
+    group = zarr.open_group(str(partial), mode="a", zarr_format=zarr_format)
+    group_attrs = multiscales_attrs(meta, factors, kind, version, target.name.split(".")[0])
+    if kind == "labels":
+        source = {"image-label": {"source": {"image": "../../"}}}
+        if version == "0.4":
+            source["image-label"]["version"] = "0.4"
+            group_attrs.update(source)
+        else:
+            group_attrs["ome"].update(source)
+    group.attrs.update({**group_attrs, **(attrs or {})})
+
+
+def _register_label(target: Path, zarr_format: int):
+    """List a label image in its parent ``labels`` group (created if missing), as NGFF asks."""
+    import zarr
+
+    labels_dir = target.parent
+    if labels_dir.name != "labels":
+        return
+    group = zarr.open_group(str(labels_dir), mode="a", zarr_format=zarr_format)
+    key_owner = dict(group.attrs).get("ome", {}) if zarr_format == 3 else dict(group.attrs)
+    names = list(key_owner.get("labels", []))
+    if target.name not in names:
+        names.append(target.name)
+    if zarr_format == 3:
+        group.attrs.update({"ome": {"version": "0.5", "labels": names}})
+    else:
+        group.attrs.update({"labels": names})
 
 
 class _TileWriter:

@@ -71,12 +71,15 @@ def _check_output(path, overwrite):
         raise UsageError(f"output '{path}' exists: pass --overwrite to replace it, or choose another path")
 
 
-def _save(args, array, path, label):
+def _save(args, array, path, label, kind="image"):
     import gpu_tiler as gt
 
     _check_output(path, args.overwrite)
     start = time.perf_counter()
-    gt.save(array, path, overwrite=args.overwrite, resume=args.resume, progress=_progress(args, label))
+    fmt = "ome-zarr" if args.pyramid else args.out_format
+    extra = {"pyramid_levels": args.pyramid, "kind": kind} if fmt == "ome-zarr" else {}
+    gt.save(array, path, overwrite=args.overwrite, resume=args.resume, progress=_progress(args, label), format=fmt,
+            **extra)
     seconds = time.perf_counter() - start
     _say(args, f"wrote {path}: {array.shape} {array.dtype} in {seconds:.1f} s")
 
@@ -100,6 +103,9 @@ def cmd_info(args):
         image = _open(args.path)
         print(f"{args.path}: shape {image.shape}, dtype {image.dtype}, chunks {image.chunksize}, "
               f"{image.nbytes / 2**20:.1f} MiB")
+        meta = gt.metadata_of(image)
+        if meta is not None:
+            print(f"  {meta.describe()}")
         return 0
     print(f"gpu_tiler {gt.__version__} on Python {platform.python_version()}")
     for device in gt.devices():
@@ -193,7 +199,7 @@ def cmd_label(args):
     start = time.perf_counter()
     labels, count = gt.label(image, connectivity=args.connectivity)
     _say(args, f"found {count} objects (connectivity {args.connectivity}) in {time.perf_counter() - start:.1f} s")
-    _save(args, labels, args.output, "label")
+    _save(args, labels, args.output, "label", kind="labels")
     return 0
 
 
@@ -304,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument("--overwrite", action="store_true", help="replace an existing output")
     common.add_argument("--resume", action="store_true", help="continue an output an earlier run left unfinished")
+    common.add_argument("--format", choices=["zarr", "ome-zarr"], default="zarr", dest="out_format",
+                        help="output format (ome-zarr: multiscale NGFF with axes and pixel sizes)")
+    common.add_argument("--pyramid", type=int, metavar="LEVELS",
+                        help="OME-Zarr pyramid levels (default: until the largest side is under 256)")
     common.add_argument("--cluster", nargs="?", const=0, type=int, metavar="N",
                         help="run on a local cluster (dask-cuda on GPUs, else N worker processes)")
     common.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask scheduler, e.g. tcp://host:8786")

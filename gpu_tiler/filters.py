@@ -40,6 +40,21 @@ def _prepare(image, mode):
     return x, normalize_modes(mode, x.ndim)
 
 
+def _spatial(x, value, fill, *, name, units=None):
+    """Per-axis values for an image that knows its axes: a single value applies to the space axes
+    only (``fill`` on time and channel axes); with ``units`` physical lengths become pixels."""
+    from ._ome import metadata_of, physical_to_pixels
+
+    meta = metadata_of(x)
+    if meta is not None and np.isscalar(value) and len(meta.spatial) < x.ndim:
+        value = tuple(value if a in meta.spatial else fill for a in range(x.ndim))
+    if units is None:
+        return value
+    from ._checks import _per_axis
+
+    return physical_to_pixels(_per_axis(name, value, x.ndim), meta, units, name)
+
+
 def _single_mode(name, modes):
     if len(set(modes)) > 1:
         raise ValueError(f"{name} takes one boundary mode for all axes (as scipy.ndimage does), not {modes!r}")
@@ -82,10 +97,15 @@ def _copy(backend, tile, border):
     return tile.copy()
 
 
-def gaussian(image, sigma, order=0, mode="reflect", cval=0.0, truncate=4.0, *, radius=None, fuse=True, budget=None):
-    """``scipy.ndimage.gaussian_filter`` tile by tile (halo: ``int(truncate * sigma + 0.5)`` per axis)."""
+def gaussian(image, sigma, order=0, mode="reflect", cval=0.0, truncate=4.0, *, radius=None, units=None, fuse=True,
+             budget=None):
+    """``scipy.ndimage.gaussian_filter`` tile by tile (halo: ``int(truncate * sigma + 0.5)`` per axis).
+
+    On an image that knows its axes (OME-Zarr), a single ``sigma`` smooths the space axes only; with
+    ``units`` (e.g. ``"um"``) ``sigma`` is a physical length, converted per axis with the pixel sizes.
+    """
     x, modes = _prepare(image, mode)
-    sigma = normalize_sigma(sigma, x.ndim)
+    sigma = normalize_sigma(_spatial(x, sigma, 0.0, name="sigma", units=units), x.ndim)
     order = normalize_order(order, x.ndim)
     truncate = check_positive("truncate", truncate)
     if radius is not None:
@@ -107,7 +127,7 @@ def uniform(image, size=3, mode="reflect", cval=0.0, *, budget=None):
     than memory, save between axes if a single pass's whole lines exceed the budget.
     """
     x, modes = _prepare(image, mode)
-    size = _normalize_size_arg(size, x.ndim)
+    size = _normalize_size_arg(_spatial(x, size, 1, name="size"), x.ndim)
     out = x
     for axis, (n, m) in enumerate(zip(size, modes)):
         if n > 1:
@@ -130,7 +150,7 @@ def _rank(name, function, image, size, footprint, mode, cval, fuse, budget, per_
     x, modes = _prepare(image, mode)
     if not per_axis_modes:
         _single_mode(name, modes)
-    size, footprint = size_or_footprint(size, footprint, x.ndim)
+    size, footprint = size_or_footprint(None if size is None else _spatial(x, size, 1, name="size"), footprint, x.ndim)
     kwargs = {"footprint": footprint} if footprint is not None else {"size": size}
     halo = reach(size=size, footprint=footprint)
     step = ndimage_step(name, function, halo, modes, cval, **kwargs)
@@ -167,7 +187,7 @@ def _tophat(name, inner, outer, first, image, size, footprint, structure, mode, 
         structure = check_structure(structure, x.ndim)
         if footprint is None and size is None:
             footprint = np.ones(structure.shape, dtype=bool)
-    size, footprint = size_or_footprint(size, footprint, x.ndim)
+    size, footprint = size_or_footprint(None if size is None else _spatial(x, size, 1, name="size"), footprint, x.ndim)
     kwargs = {"footprint": footprint} if footprint is not None else {"size": size}
     if structure is not None:
         kwargs["structure"] = structure
@@ -214,11 +234,16 @@ def subtract_background(image, radius, mode="reflect", cval=0.0, *, fuse=True, b
     Equals ``skimage.morphology.white_tophat(image, disk(radius))`` (``ball`` in 3-D): everything
     narrower than the disk is kept, the slowly varying background under it is subtracted.
     """
+    from ._ome import metadata_of
+
     x = check_image(as_dask(image))
     if isinstance(radius, bool) or not float(radius).is_integer() or radius < 1:
         raise ValueError(f"radius={radius!r} must be a whole number >= 1 (voxels)")
-    return white_tophat(x, footprint=ball_footprint(int(radius), x.ndim), mode=mode, cval=cval, fuse=fuse,
-                        budget=budget)
+    meta = metadata_of(x)
+    space = meta.spatial if meta is not None else tuple(range(x.ndim))
+    ball = ball_footprint(int(radius), len(space))
+    footprint = ball.reshape(tuple(ball.shape[space.index(a)] if a in space else 1 for a in range(x.ndim)))
+    return white_tophat(x, footprint=footprint, mode=mode, cval=cval, fuse=fuse, budget=budget)
 
 
 def _float_dtype(dtype):
@@ -245,13 +270,14 @@ def _difference_of_gaussians(low_steps, high_steps, backend, tile, border):
 
 
 def difference_of_gaussians(image, sigma_low, sigma_high=None, mode="nearest", cval=0.0, truncate=4.0, *,
-                            fuse=True, budget=None):
+                            units=None, fuse=True, budget=None):
     """``skimage.filters.difference_of_gaussians``: a band-pass, the image smoothed by ``sigma_low`` minus
     the image smoothed by ``sigma_high`` (default ``1.6 * sigma_low``), in scikit-image's float type."""
     x, modes = _prepare(image, mode)
     _single_mode("difference_of_gaussians", modes)
-    low = normalize_sigma(sigma_low, x.ndim, "sigma_low")
-    high = tuple(1.6 * s for s in low) if sigma_high is None else normalize_sigma(sigma_high, x.ndim, "sigma_high")
+    low = normalize_sigma(_spatial(x, sigma_low, 0.0, name="sigma_low", units=units), x.ndim, "sigma_low")
+    high = tuple(1.6 * s for s in low) if sigma_high is None else normalize_sigma(
+        _spatial(x, sigma_high, 0.0, name="sigma_high", units=units), x.ndim, "sigma_high")
     if any(h < lo for h, lo in zip(high, low)):
         raise ValueError(f"sigma_high={sigma_high!r} must be >= sigma_low={sigma_low!r} on every axis")
     truncate = check_positive("truncate", truncate)

@@ -111,3 +111,13 @@ def test_preview_is_a_png_of_the_right_size(image_path, tmp_path):
     assert result.returncode == 0, result.stderr
     with Image.open(tmp_path / "p.png") as picture:
         assert picture.format == "PNG" and picture.size == (45, 60)  # every 2nd pixel of 90 x 120
+
+
+def test_ome_zarr_output_and_info_on_it(image_path, tmp_path):
+    path, image = image_path
+    out = tmp_path / "g.ome.zarr"
+    result = run("filter", "gaussian", path, out, "--sigma", "1", "--format", "ome-zarr", "--pyramid", "2")
+    assert result.returncode == 0, result.stderr
+    info = run("info", out)
+    assert info.returncode == 0 and "axes yx" in info.stdout and "2 level(s)" in info.stdout
+    np.testing.assert_array_equal(gt.open(out).compute(), ndi.gaussian_filter(image, 1))

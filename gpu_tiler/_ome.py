@@ -1,0 +1,243 @@
+"""OME-Zarr (NGFF): reading multiscale images with their axes and pixel sizes, writing pyramids and
+label images that napari, Fiji/MoBIE and the OME tools open.
+
+NGFF 0.4 lives on zarr v2 (attributes ``multiscales``), 0.5 on zarr v3 (attributes ``ome``). The axes
+and pixel sizes of an opened image travel with the lazy array (see :func:`metadata_of`); every
+gpu_tiler operation passes them on to its result, and :func:`gpu_tiler.save` writes them back.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+#: length units NGFF names, in metres, for converting physical sigmas
+LENGTH_UNITS = {
+    "angstrom": 1e-10, "nanometer": 1e-9, "micrometer": 1e-6, "millimeter": 1e-3, "centimeter": 1e-2,
+    "meter": 1.0,
+}
+UNIT_ALIASES = {"nm": "nanometer", "um": "micrometer", "µm": "micrometer", "micron": "micrometer",
+                "mm": "millimeter", "cm": "centimeter", "m": "meter", "A": "angstrom"}
+_AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    """Axes and physical pixel sizes of an image (of its full-resolution level)."""
+
+    axes: tuple[str, ...]
+    types: tuple[str | None, ...]
+    scale: tuple[float, ...]
+    units: tuple[str | None, ...]
+    translation: tuple[float, ...]
+    name: str | None = None
+    levels: int = 1
+    level: int = 0
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """Indices of the space axes (all axes when none is typed)."""
+        found = tuple(i for i, t in enumerate(self.types) if t == "space")
+        return found or tuple(range(len(self.axes)))
+
+    def describe(self) -> str:
+        sizes = ", ".join(
+            f"{a}={s:g}{(' ' + u) if u else ''}" for a, s, u in zip(self.axes, self.scale, self.units)
+        )
+        return f"axes {''.join(self.axes)}, pixel size {sizes}, {self.levels} level(s), level {self.level} open"
+
+    @classmethod
+    def default(cls, ndim: int, axes: str | None = None) -> ImageMetadata:
+        names = tuple(axes) if axes else tuple("tczyx"[-ndim:]) if ndim <= 5 else tuple(f"d{i}" for i in range(ndim))
+        if len(names) != ndim:
+            raise ValueError(f"axes={axes!r} names {len(names)} axes; the image has {ndim}")
+        types = tuple(_AXIS_TYPES.get(a, "space") for a in names)
+        return cls(names, types, (1.0,) * ndim, (None,) * ndim, (0.0,) * ndim)
+
+
+_METADATA: OrderedDict[str, ImageMetadata] = OrderedDict()
+
+
+def metadata_of(array) -> ImageMetadata | None:
+    """The axes and pixel sizes travelling with a lazy array (None for arrays without them)."""
+    return _METADATA.get(getattr(array, "name", None))
+
+
+def attach_metadata(array, metadata: ImageMetadata | None):
+    if metadata is not None and metadata.axes and len(metadata.axes) == array.ndim:
+        _METADATA[array.name] = metadata
+        while len(_METADATA) > 1024:
+            _METADATA.popitem(last=False)
+    return array
+
+
+def normalize_unit(unit: str) -> str:
+    name = UNIT_ALIASES.get(unit, unit)
+    if name not in LENGTH_UNITS:
+        raise ValueError(f"units={unit!r} is not a length unit; use one of {', '.join(sorted(UNIT_ALIASES))} "
+                         f"or {', '.join(sorted(LENGTH_UNITS))}")
+    return name
+
+
+def physical_to_pixels(values, metadata: ImageMetadata | None, units: str, what: str) -> tuple[float, ...]:
+    """Per-axis physical lengths (in ``units``) converted to pixels with the image's pixel sizes."""
+    if metadata is None:
+        raise ValueError(f"{what} in units={units!r} needs an image with pixel sizes (an OME-Zarr image opened with "
+                         f"gpu_tiler.open); this one has none: give {what} in pixels")
+    unit = normalize_unit(units)
+    out = []
+    for value, size, pixel_unit in zip(values, metadata.scale, metadata.units):
+        if value == 0:
+            out.append(0.0)
+            continue
+        if pixel_unit is None:
+            raise ValueError(f"{what} in {units!r}: the image's pixel sizes have no unit; give {what} in pixels")
+        out.append(value * LENGTH_UNITS[unit] / (size * LENGTH_UNITS[normalize_unit(pixel_unit)]))
+    return tuple(out)
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+
+def multiscales_of(attrs) -> tuple[dict, str] | None:
+    """The first multiscales entry of a group's attributes and its NGFF version, or None."""
+    if "ome" in attrs and "multiscales" in attrs["ome"]:
+        return attrs["ome"]["multiscales"][0], attrs["ome"].get("version", "0.5")
+    if "multiscales" in attrs:
+        entry = attrs["multiscales"][0]
+        return entry, entry.get("version", "0.4")
+    return None
+
+
+def _transform(transforms, kind, ndim, default):
+    for t in transforms or []:
+        if t.get("type") == kind:
+            return tuple(float(v) for v in t[kind])
+    return (default,) * ndim
+
+
+def read_multiscale(group, where: str, level: int | str | None):
+    """(zarr array of the chosen level, its path, ImageMetadata) for an NGFF multiscale group."""
+    entry, _version = multiscales_of(dict(group.attrs))
+    datasets = entry["datasets"]
+    paths = [d["path"] for d in datasets]
+    if level is None:
+        index = 0
+    elif isinstance(level, str):
+        if level not in paths:
+            raise ValueError(f"level={level!r} is not one of {where}'s levels {paths}")
+        index = paths.index(level)
+    else:
+        if not 0 <= level < len(paths):
+            raise ValueError(f"level={level!r}: {where} has levels 0..{len(paths) - 1} ({paths})")
+        index = level
+    array = group[paths[index]]
+    ndim = array.ndim
+    raw_axes = entry.get("axes") or [{"name": a} for a in "tczyx"[-ndim:]]
+    axes = tuple(a["name"] if isinstance(a, dict) else str(a) for a in raw_axes)
+    types = tuple((a.get("type") if isinstance(a, dict) else None) or _AXIS_TYPES.get(n) for a, n in zip(raw_axes, axes))
+    units = tuple(a.get("unit") if isinstance(a, dict) else None for a in raw_axes)
+    transforms = datasets[index].get("coordinateTransformations")
+    scale = _transform(transforms, "scale", ndim, 1.0)
+    translation = _transform(transforms, "translation", ndim, 0.0)
+    outer = entry.get("coordinateTransformations")
+    if outer:
+        scale = tuple(s * o for s, o in zip(scale, _transform(outer, "scale", ndim, 1.0)))
+        translation = tuple(t + o for t, o in zip(translation, _transform(outer, "translation", ndim, 0.0)))
+    metadata = ImageMetadata(axes, types, scale, units, translation, entry.get("name"), len(paths), index)
+    return array, f"{where}/{paths[index]}", metadata
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+
+def pyramid_factors(shape, metadata: ImageMetadata, levels: int | None, smallest: int = 256):
+    """Per level, which axes halve: the space axes longer than 1, until the largest is below ``smallest``."""
+    spatial = [a for a in metadata.spatial if shape[a] > 1]
+    if levels is None:
+        largest = max((shape[a] for a in spatial), default=1)
+        levels = 1
+        while largest > smallest and largest // 2 >= 1:
+            largest //= 2
+            levels += 1
+    if levels < 1:
+        raise ValueError(f"pyramid levels={levels!r} must be >= 1")
+    return tuple(tuple(2 if a in spatial else 1 for a in range(len(shape))) for _ in range(levels - 1))
+
+
+def downsample_mean(block, factors):
+    """Mean over ``factors`` blocks; integers are rounded back to their dtype."""
+    from ._backends import namespace_of
+
+    xp = namespace_of(block)
+    trimmed = block[tuple(slice(0, (n // f) * f) for n, f in zip(block.shape, factors))]
+    shape = []
+    for n, f in zip(trimmed.shape, factors):
+        shape += [n // f, f]
+    means = trimmed.reshape(shape).astype(np.float64).mean(axis=tuple(range(1, 2 * block.ndim, 2)))
+    if np.issubdtype(block.dtype, np.integer):
+        means = xp.rint(means)
+    return means.astype(block.dtype)
+
+
+def downsample_labels(block, factors):
+    """Every ``factor``-th voxel (the first of each block): keeps label values, invents none."""
+    return block[tuple(slice(0, (n // f) * f, f) for n, f in zip(block.shape, factors))]
+
+
+def next_level(level, factors, kind: str):
+    """The next pyramid level of a (stored, lazy) level, computed chunk by chunk."""
+    chunks = tuple(tuple(max(f, (c // f) * f) for c in axis) for axis, f in zip(level.chunks, factors))
+    even = level.rechunk(tuple(max(c) for c in chunks))
+    func = downsample_labels if kind == "labels" else downsample_mean
+    out_chunks = tuple(tuple(c // f for c in axis) for axis, f in zip(even.chunks, factors))
+    return even.map_blocks(func, factors, chunks=out_chunks, dtype=level.dtype, meta=level._meta)
+
+
+def multiscales_attrs(metadata: ImageMetadata, factors, kind: str, version: str, name: str):
+    """NGFF multiscales attributes for a pyramid with the given per-level factors."""
+    axes = []
+    for a, t, u in zip(metadata.axes, metadata.types, metadata.units):
+        entry = {"name": a}
+        if t:
+            entry["type"] = t
+        if u:
+            entry["unit"] = u
+        axes.append(entry)
+    datasets = []
+    total = [1] * len(metadata.axes)
+    for level in range(len(factors) + 1):
+        if level:
+            total = [t * f for t, f in zip(total, factors[level - 1])]
+        scale = [s * t for s, t in zip(metadata.scale, total)]
+        shift = [(t - 1) / 2 * s if kind == "image" else 0.0 for t, s in zip(total, metadata.scale)]
+        translation = [o + d for o, d in zip(metadata.translation, shift)]
+        transforms = [{"type": "scale", "scale": scale}]
+        if any(translation):
+            transforms.append({"type": "translation", "translation": translation})
+        datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    entry = {"axes": axes, "datasets": datasets, "name": name,
+             "type": "mean" if kind == "image" else "subsample (every 2nd voxel, labels kept)"}
+    if version == "0.4":
+        entry["version"] = "0.4"
+        return {"multiscales": [entry]}
+    return {"ome": {"version": "0.5", "multiscales": [entry]}}
+
+
+def with_metadata(metadata: ImageMetadata | None, ndim: int, axes=None, scale=None, units=None) -> ImageMetadata:
+    """The metadata to write: what travels with the array, overridden by what the caller gives."""
+    meta = metadata if metadata is not None and len(metadata.axes) == ndim else ImageMetadata.default(ndim, axes)
+    if axes is not None and tuple(axes) != meta.axes:
+        fresh = ImageMetadata.default(ndim, axes)
+        meta = replace(meta, axes=fresh.axes, types=fresh.types)
+    if scale is not None:
+        scale = tuple(float(s) for s in (scale if not np.isscalar(scale) else [scale] * ndim))
+        if len(scale) != ndim or any(not math.isfinite(s) or s <= 0 for s in scale):
+            raise ValueError(f"scale={scale!r} must give a pixel size > 0 for each of the {ndim} axes")
+        meta = replace(meta, scale=scale)
+    if units is not None:
+        unit = normalize_unit(units)
+        meta = replace(meta, units=tuple(unit if t == "space" else u for t, u in zip(meta.types, meta.units)))
+    return meta
