@@ -21,6 +21,7 @@ from .filters import (
 from . import filters
 from ._io import open, save
 from ._margin import MarginReport, find_margin
+from .labels import label
 from ._ome import ImageMetadata, metadata_of
 from . import measure
 from .measure import regionprops
@@ -44,6 +45,7 @@ __all__ = [
     "find_margin",
     "gaussian",
     "get_backend",
+    "label",
     "map_tiles",
     "maximum",
     "measure",

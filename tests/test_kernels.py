@@ -41,6 +41,7 @@ def test_kernels_are_found_from_an_installed_wheel(tmp_path):
     wheel = next(dist.glob("gpu_tiler-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "gpu_tiler/kernels/portability.h" in names
+    assert "gpu_tiler/kernels/union_find.h" in names
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheel)],

@@ -1,0 +1,315 @@
+"""label(): connected components of an image larger than memory, numbered exactly as SciPy numbers them.
+
+Two passes over the tiles, with a small merge between them:
+
+1. **Pass 1** labels every tile with the backend's labeller and keeps, per tile, the order key of
+   each local label and the tile's border faces (``_tiles``). The local labels themselves are kept
+   for pass 2: in memory (``dask.persist``, so a dask.distributed cluster keeps them on its workers)
+   when they fit the memory budget, else streamed to a scratch zarr store (``_scratch``) in bounded
+   batches of tiles (``run_bounded``), so the image is never in memory.
+2. **Merge** (eager, small): pairs of touching pieces across tile faces, edges and corners
+   (``_equivalences``), a union-find over the border pieces (``_merge``), and numbering in raster order
+   of first voxels (``_numbering``). This gives ``n`` and one lookup table per tile.
+3. **Pass 2** (lazy): each output tile is its local labels mapped through its lookup table.
+
+Cost: pass 1 and pass 2 are linear in the voxels and run tile-parallel. The merge state is the
+faces (``2 * ndim`` slices per tile, i.e. about ``2 * ndim * N / t`` voxels for tiles of side ``t``)
+plus one int64 order key per piece; the union-find only sees pieces that touch a tile border.
+Memory in flight is ``tiles_in_flight`` tiles (source, local labels, output) plus that merge state.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import os
+import uuid
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+
+from .._backends import resolve_backend
+from .._engine import as_dask
+from .._execute import default_tiles_in_flight, run_bounded
+from .._planning import default_tiles_in_flight as planned_tiles_in_flight
+from .._planning import plan_tiles
+from ._equivalences import border_pairs
+from ._merge import merger_for
+from ._numbering import number_pieces
+from ._scratch import ScratchLabels
+from ._structure import connected_axes, neighbour_offsets, normalize_structure
+from ._tiles import TileGrid, label_and_summarise, label_to_scratch, local_label_dtype
+
+SCRATCH_CHOICES = ("auto", "memory", "disk")
+#: Bytes per voxel a tile needs while it is labelled and relabelled, besides its source voxels:
+#: local labels, the labeller's own working copy and the output tile.
+_LABEL_BYTES_PER_VOXEL = 3 * 4
+
+
+def _check_image(x: da.Array):
+    if x.ndim == 0:
+        raise ValueError("image must have at least one axis; got a 0-d value")
+    if x.dtype.kind == "c":
+        raise ValueError(
+            f"image has the complex dtype {x.dtype}; label needs real or boolean values "
+            "(nonzero voxels are foreground): pass abs(image) != 0 or the real part"
+        )
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"image has dtype {x.dtype}; label needs a boolean, integer or floating-point image")
+
+
+def _check_dtype(dtype):
+    if dtype is None:
+        return None
+    out = np.dtype(dtype)
+    if out.kind not in "iu":
+        raise ValueError(f"dtype must be an integer type (e.g. 'int32', 'int64', 'uint32'), not {out}")
+    return out
+
+
+def _check_scratch(scratch):
+    """``(mode, directory)`` from ``scratch``: a mode name, or an existing directory (meaning disk)."""
+    if isinstance(scratch, str) and scratch in SCRATCH_CHOICES:
+        return scratch, None
+    if isinstance(scratch, (str, os.PathLike)) and os.path.isdir(scratch):
+        return "disk", scratch
+    raise ValueError(
+        f"scratch must be one of {', '.join(map(repr, SCRATCH_CHOICES))} or an existing directory for the "
+        f"temporary store, not {scratch!r}"
+    )
+
+
+def _result_dtype(requested, n_objects, n_voxels):
+    if requested is not None:
+        if n_objects > np.iinfo(requested).max:
+            raise ValueError(
+                f"dtype {requested} cannot hold {n_objects} labels; pass dtype='int64' (or leave dtype=None)"
+            )
+        return requested
+    if n_voxels < 2**31 and n_objects < 2**31:
+        return np.dtype(np.int32)
+    return np.dtype(np.int64)
+
+
+def _regular(chunks) -> bool:
+    return all(len(c) < 2 or (len(set(c[:-1])) == 1 and c[-1] <= c[0]) for c in chunks)
+
+
+def _tiles_for(x: da.Array, backend, budget_bytes: int, tile_shape, regular: bool) -> da.Array:
+    """Rechunk ``x`` to the tiles label works on.
+
+    ``None``: planned like :func:`gpu_tiler.map_tiles` plans tiles: as large as ``tiles_in_flight``
+    of them fit the budget (source voxels, local labels, a working copy, output labels), on the
+    source's chunk edges, at least one per tile in flight; fewer, larger tiles mean fewer borders to
+    merge and fewer tasks. ``"chunks"``: the source's own chunks (split only where one would not fit
+    the budget). A tuple: that tile shape.
+    """
+    ndim = x.ndim
+    if isinstance(tile_shape, str) and tile_shape == "chunks":
+        biggest = math.prod(max(c) for c in x.chunks)
+        per_tile = biggest * (x.dtype.itemsize + _LABEL_BYTES_PER_VOXEL)
+        if per_tile * planned_tiles_in_flight(backend.device_kind) > budget_bytes or biggest >= 2**31:
+            tile_shape = None
+    elif tile_shape is not None:
+        tile = tuple(int(t) for t in tile_shape) if not isinstance(tile_shape, str) else ()
+        if len(tile) != ndim or any(t < 1 for t in tile):
+            raise ValueError(
+                f"tile_shape must be None, 'chunks' or a length >= 1 for each of the {ndim} axes, not {tile_shape!r}"
+            )
+        x = x.rechunk(tuple(min(t, n) for t, n in zip(tile, x.shape)))
+    if tile_shape is None:
+        plan_budget = budget_bytes
+        while True:
+            plan = plan_tiles(
+                x.shape, x.dtype, 0, plan_budget, out_dtype=np.int32, working_copies=2, chunks=x.chunks,
+                backend=backend,
+            )
+            voxels = math.prod(plan.tile_shape)
+            if voxels < 2**31:  # CuPy's labeller indexes with int32; local labels stay int32
+                break
+            plan_budget = int(plan_budget * (2**31 - 1) / voxels)
+        if tuple(max(c) for c in x.chunks) != plan.tile_shape or not _regular(x.chunks):
+            x = x.rechunk(plan.chunks)
+    if regular and not _regular(x.chunks):
+        x = x.rechunk(tuple(max(c) for c in x.chunks))
+    return x
+
+
+def _tile_indices(grid):
+    return list(itertools.product(*(range(n) for n in grid)))
+
+
+def _collect(indices, results):
+    return {index: result[1] for index, result in zip(indices, results)}
+
+
+def _pass1_in_memory(x, grid, structure, backend, face_axes, token):
+    """Label every tile; keep each tile's ``(local labels, summary)`` in memory (persisted, so on a
+    dask.distributed cluster they stay on the workers) and gather the summaries only."""
+    indices = _tile_indices(grid.grid)
+    tiles, gather = f"gpu_tiler-label-pass1-{token}", f"gpu_tiler-label-summaries-{token}"
+    run = functools.partial(label_and_summarise, structure=structure, backend=backend, grid=grid, face_axes=face_axes)
+    dsk = {(tiles, *index): (run, (x.name, *index), index) for index in indices}
+    # an array collection whose blocks are (local labels, summary) pairs: internal, read by pass 2
+    pass1 = da.Array(HighLevelGraph.from_collections(tiles, dsk, dependencies=[x]), tiles, grid.chunks,
+                     meta=np.empty((0,) * x.ndim, dtype=object))
+    gather_dsk = {gather: (_collect, indices, [(tiles, *index) for index in indices])}
+    summaries = Delayed(gather, HighLevelGraph.from_collections(gather, gather_dsk, dependencies=[pass1]))
+    # unoptimised: the tile task feeds both outputs and must run once, not once per optimiser
+    pass1, summaries = dask.persist(pass1, summaries, optimize_graph=False)
+    return pass1, summaries.compute()
+
+
+def _pass1_to_scratch(x, grid, structure, backend, face_axes, token, scratch, tiles_in_flight):
+    """Label every tile into ``scratch`` in bounded batches; return the summaries."""
+    name = f"gpu_tiler-label-pass1-{token}"
+    run = functools.partial(
+        label_to_scratch, structure=structure, backend=backend, grid=grid, face_axes=face_axes, scratch=scratch,
+    )
+    dsk = {(name, *index): (run, (x.name, *index), index) for index in _tile_indices(grid.grid)}
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
+    summaries_array = da.Array(graph, name, grid.chunks, meta=np.empty((0,) * x.ndim, dtype=object))
+    summaries = {}
+    run_bounded(summaries_array, summaries.__setitem__, tiles_in_flight)
+    return summaries
+
+
+#: Voxels mapped per np.take call: np.take converts its whole index array to intp first, so large
+#: tiles are mapped in slabs that keep that copy small (and in cache).
+_TAKE_SLAB = 1 << 18
+
+
+def _relabel(local, lut, *, backend, to_host):
+    """Pass 2 on one tile: map local labels through the tile's lookup table."""
+    xp = backend.xp
+    local = backend.to_backend(local)
+    if xp is not np or local.size <= _TAKE_SLAB:
+        out = xp.take(lut, local)
+    else:
+        out = np.empty(local.shape, dtype=lut.dtype)
+        flat_in, flat_out = local.reshape(-1), out.reshape(-1)
+        for start in range(0, flat_in.size, _TAKE_SLAB):
+            np.take(lut, flat_in[start : start + _TAKE_SLAB], out=flat_out[start : start + _TAKE_SLAB])
+    return backend.to_host(out) if to_host else out
+
+
+def _relabel_in_memory(pass1_result, lut, *, backend, to_host):
+    return _relabel(pass1_result[0], lut, backend=backend, to_host=to_host)
+
+
+def _relabel_from_scratch(scratch, index, lut, *, grid, backend, to_host):
+    return _relabel(scratch.read(index, grid), lut, backend=backend, to_host=to_host)
+
+
+def label(
+    image,
+    connectivity=1,
+    structure=None,
+    dtype=None,
+    *,
+    backend=None,
+    budget=None,
+    tile_shape=None,
+    scratch="auto",
+    merger=None,
+):
+    """Label connected components of an image of any size; identical to ``scipy.ndimage.label``.
+
+    Nonzero voxels are foreground. Two foreground voxels are connected when they are neighbours
+    under ``connectivity`` (1: faces only, up to ``ndim``: faces, edges and corners; as
+    ``scipy.ndimage.generate_binary_structure``) or under ``structure`` (a symmetric boolean array of
+    shape ``(3,) * ndim``, used instead of ``connectivity`` when given). Returns ``(labels, n)``:
+    ``labels`` is a lazy dask array equal to ``scipy.ndimage.label(image, structure)[0]`` computed on
+    the whole image, numbering included (objects numbered 1..n in raster order of their first voxel),
+    for any chunking; ``n`` (an int) is the number of objects, computed now.
+
+    ``image``: a dask, NumPy, CuPy or zarr array, or anything :func:`gpu_tiler.open` opens. Tiles are
+    planned as :func:`gpu_tiler.map_tiles` plans them: as large as the tiles in flight fit ``budget``
+    (bytes, ``"2GiB"``, a fraction of free memory; default: the device's budget), on the image's
+    chunk edges; ``tile_shape`` gives them instead (a shape, or ``"chunks"`` for the image's own
+    chunks); the labels' chunks are the tiles. ``dtype``: of the labels; by default int32, or int64
+    when the image has 2**31 voxels or more or the labels need it.
+    ``backend``: ``"numpy"``, ``"cupy"`` or None (configured/auto); on CuPy the labelling, the merge
+    and the relabelling run on the GPU. ``merger``: the union-find (``"numpy"``, ``"opencl"``,
+    ``"cuda"``; default: CUDA on CuPy, NumPy on the host).
+
+    Pass 1's local labels are kept for pass 2: ``scratch="auto"`` keeps them in memory when they fit
+    the budget and otherwise writes them to a temporary zarr store (removed when the result is no
+    longer referenced); ``"memory"`` or ``"disk"`` force either, and a directory path means disk,
+    with the temporary store made inside that directory.
+    """
+    x = as_dask(image)
+    _check_image(x)
+    struct = normalize_structure(x.ndim, connectivity, structure)
+    requested = _check_dtype(dtype)
+    mode, scratch_dir = _check_scratch(scratch)
+    chosen = resolve_backend(x, backend=backend)
+    merge = merger_for(chosen, merger)
+    if math.prod(x.shape) == 0:
+        out_dtype = requested or np.dtype(np.int32)
+        return da.zeros(x.shape, dtype=out_dtype, chunks=x.chunks, meta=chosen.meta(out_dtype, x.ndim)), 0
+    budget_bytes = chosen.device(budget).budget_bytes
+    local_bytes = math.prod(x.shape) * local_label_dtype(math.prod(max(c) for c in x.chunks)).itemsize
+    in_memory = mode == "memory" or (mode == "auto" and local_bytes <= budget_bytes)
+    x = _tiles_for(x, chosen, budget_bytes, tile_shape, regular=not in_memory)
+    grid = TileGrid(tuple(x.shape), tuple(tuple(int(c) for c in cs) for cs in x.chunks))
+    face_axes = connected_axes(struct)
+    token = uuid.uuid4().hex[:16]
+    if in_memory:
+        pass1, summaries = _pass1_in_memory(x, grid, struct, chosen, face_axes, token)
+        store = None
+    else:
+        tile = tuple(max(c) for c in grid.chunks)
+        store = ScratchLabels(grid.shape, tile, local_label_dtype(math.prod(tile)), where=scratch_dir)
+        in_flight = default_tiles_in_flight(x, budget_bytes, working_copies=3)
+        summaries = _pass1_to_scratch(x, grid, struct, chosen, face_axes, token, store, in_flight)
+
+    label_of_piece, piece_ranges, n_objects = _merge_pieces(chosen.xp, summaries, grid, struct, merge)
+    del summaries
+    out_dtype = _result_dtype(requested, n_objects, math.prod(grid.shape))
+    source = (pass1, None) if store is None else (None, store)
+    return _pass2(x, grid, chosen, label_of_piece.astype(out_dtype), piece_ranges, source, token), n_objects
+
+
+def _merge_pieces(xp, summaries, grid, structure, merger):
+    """Global label of every piece (int64, index = piece id - 1), each tile's piece-id range, and n."""
+    piece_offsets, ranges, total = {}, {}, 0
+    for index in _tile_indices(grid.grid):
+        piece_offsets[index] = total
+        ranges[index] = (total, total + summaries[index].n_labels)
+        total += summaries[index].n_labels
+    # summaries may arrive in any order: concatenate the keys in piece-id (tile raster) order
+    keys = [summaries[i].order_keys for i in ranges if summaries[i].n_labels]
+    order_keys = xp.concatenate(keys) if keys else xp.zeros(0, dtype=np.int64)
+    first, second = border_pairs(xp, summaries, grid, neighbour_offsets(structure), piece_offsets)
+    label_of_piece, n_objects = number_pieces(xp, order_keys, first, second, merger)
+    return label_of_piece, ranges, n_objects
+
+
+def _pass2(x, grid, backend, label_of_piece, piece_ranges, source, token):
+    """The lazy result: every tile's local labels (persisted pass-1 blocks or scratch) through its LUT."""
+    pass1, store = source
+    xp, out_dtype = backend.xp, label_of_piece.dtype
+    native = type(x._meta) is type(backend.meta(out_dtype, 0))
+    meta = backend.meta(out_dtype, x.ndim) if native else np.empty((0,) * x.ndim, dtype=out_dtype)
+    name = f"gpu_tiler-label-{token}"
+    zero = xp.zeros(1, dtype=out_dtype)
+    if store is None:
+        relabel = functools.partial(_relabel_in_memory, backend=backend, to_host=not native)
+    else:
+        relabel = functools.partial(_relabel_from_scratch, grid=grid, backend=backend, to_host=not native)
+    dsk = {}
+    for index, (start, stop) in piece_ranges.items():
+        lut = xp.concatenate([zero, label_of_piece[start:stop]])  # local label -> global label
+        if store is None:
+            dsk[(name, *index)] = (relabel, (pass1.name, *index), lut)
+        else:
+            dsk[(name, *index)] = (relabel, store, index, lut)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[pass1] if store is None else [])
+    return da.Array(graph, name, grid.chunks, meta=meta)
+
+
+__all__ = ["label"]

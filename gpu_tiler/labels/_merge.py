@@ -1,0 +1,248 @@
+"""Union-find over equivalence pairs: one interface, three implementations.
+
+``merger.roots(first, second, n_nodes)`` takes pairs of node indices (0..n_nodes-1) that belong to
+one object and returns, for every node, the smallest node of its connected component. Because the
+answer is that canonical minimum, every implementation returns the same array for the same pairs:
+
+- ``"numpy"``:  vectorised on the host: rounds of min-hooking (``np.minimum.at``) and pointer jumping,
+  dropping each pair once its two nodes share a root;
+- ``"cuda"``:   the kernels of ``kernels/union_find.h`` on a CUDA GPU through CuPy (``RawModule``,
+  compiled once per device and index width); CuPy arrays in and out, the merge never leaves the device;
+- ``"opencl"``: the same kernel source through pyopencl (any OpenCL device, e.g. PoCL on the CPU);
+  host arrays in and out.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+
+import numpy as np
+
+from .._kernels import kernel_dir, read_kernel
+
+KERNEL_FILE = "union_find.h"
+MERGERS = ("numpy", "cuda", "opencl")
+#: A loop that has not converged after this many rounds has a bug, not a hard input (rounds grow
+#: with the logarithm of the longest chain of pairs).
+_MAX_ROUNDS = 10_000
+
+
+def _index_dtype(n_nodes: int):
+    return np.int32 if n_nodes < 2**31 - 1 else np.int64
+
+
+def kernel_source(index_bits: int) -> str:
+    """The union-find kernel source specialised for ``index_bits`` (32 or 64)."""
+    if index_bits not in (32, 64):
+        raise ValueError(f"index_bits must be 32 or 64, not {index_bits!r}")
+    return f"#define GT_UF_INDEX_BITS {index_bits}\n" + read_kernel(KERNEL_FILE)
+
+
+def _check_pairs(first, second, n_nodes):
+    if first.shape != second.shape or first.ndim != 1:
+        raise ValueError(
+            f"pairs must be two 1-D arrays of one length; got shapes {first.shape} and {second.shape}"
+        )
+    if n_nodes < 0:
+        raise ValueError(f"n_nodes must be >= 0, not {n_nodes}")
+
+
+class NumpyUnionFind:
+    """Vectorised union-find on the host (NumPy arrays in and out)."""
+
+    name = "numpy"
+
+    def roots(self, first, second, n_nodes: int) -> np.ndarray:
+        first, second = np.asarray(first), np.asarray(second)
+        _check_pairs(first, second, n_nodes)
+        dtype = _index_dtype(n_nodes)
+        parent = np.arange(n_nodes, dtype=dtype)
+        a, b = first.astype(dtype, copy=False), second.astype(dtype, copy=False)
+        for _ in range(_MAX_ROUNDS):
+            ra, rb = parent[a], parent[b]  # parent is fully compressed: these are roots
+            open_ = ra != rb
+            if not open_.any():
+                return parent
+            # a pair whose nodes share a root keeps sharing it: only open pairs go on
+            a, b, ra, rb = a[open_], b[open_], ra[open_], rb[open_]
+            np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
+            while True:  # pointer jumping until every node points at its root
+                grand = parent[parent]
+                if np.array_equal(grand, parent):
+                    break
+                parent = grand
+        raise RuntimeError(f"union-find did not converge in {_MAX_ROUNDS} rounds")
+
+
+class _KernelUnionFind:
+    """The host loop shared by the CUDA and OpenCL mergers: hook, compress, until nothing changes."""
+
+    def _run(self, hook, compress, read_changed, clear_changed):
+        for _ in range(_MAX_ROUNDS):
+            clear_changed()
+            hook()
+            compress()
+            if not read_changed():
+                return
+        raise RuntimeError(f"union-find did not converge in {_MAX_ROUNDS} rounds")
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_functions(device_id: int, index_bits: int):
+    """The compiled hook and compress kernels for one CUDA device (compiled once, then cached)."""
+    import cupy
+
+    # CuPy caches compiled code by source text: name the included header's content in it too
+    header = hashlib.sha256(read_kernel("portability.h").encode()).hexdigest()[:16]
+    code = f"{kernel_source(index_bits)}\n// portability.h {header}\n"
+    with cupy.cuda.Device(device_id):
+        module = cupy.RawModule(code=code, options=(f"-I{kernel_dir()}",))
+        return (
+            module.get_function(f"gpu_tiler_uf_hook_pairs_i{index_bits}"),
+            module.get_function(f"gpu_tiler_uf_compress_i{index_bits}"),
+        )
+
+
+class CudaUnionFind(_KernelUnionFind):
+    """Union-find on the current CUDA device (CuPy arrays in and out)."""
+
+    name = "cuda"
+    threads = 256
+
+    def roots(self, first, second, n_nodes: int):
+        import cupy
+
+        first, second = cupy.asarray(first), cupy.asarray(second)
+        _check_pairs(first, second, n_nodes)
+        dtype = _index_dtype(n_nodes)
+        bits = 8 * np.dtype(dtype).itemsize
+        parent = cupy.arange(n_nodes, dtype=dtype)
+        if first.size == 0 or n_nodes == 0:
+            return parent
+        a = cupy.ascontiguousarray(first, dtype=dtype)
+        b = cupy.ascontiguousarray(second, dtype=dtype)
+        hook, compress = _cuda_functions(cupy.cuda.runtime.getDevice(), bits)
+        changed = cupy.zeros(1, dtype=np.int32)
+
+        def blocks(n):
+            return (min(65535 * 16, -(-n // self.threads)),)
+
+        n_pairs, n = np.int64(a.size), np.int64(n_nodes)
+        self._run(
+            hook=lambda: hook(blocks(a.size), (self.threads,), (parent, a, b, n_pairs, changed)),
+            compress=lambda: compress(blocks(n_nodes), (self.threads,), (parent, n)),
+            read_changed=lambda: bool(changed.get()[0]),
+            clear_changed=lambda: changed.fill(0),
+        )
+        return parent
+
+
+_OPENCL_LOCK = threading.Lock()
+
+
+def opencl_problem() -> str | None:
+    """Why the OpenCL merger cannot run here, or None when an OpenCL device works."""
+    try:
+        _opencl_context()
+    except Exception as exc:  # ImportError, or no platform/device
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _opencl_context():
+    """One OpenCL context and queue per process (the device pyopencl picks; PYOPENCL_CTX chooses)."""
+    try:
+        import pyopencl as cl
+    except ImportError as exc:
+        raise RuntimeError("pyopencl is not installed; install gpu_tiler[opencl]") from exc
+    context = cl.create_some_context(interactive=False)
+    return context, cl.CommandQueue(context)
+
+
+@functools.lru_cache(maxsize=None)
+def _opencl_kernels(index_bits: int):
+    """The built hook and compress kernels for the process's OpenCL context (built once, then cached)."""
+    import pyopencl as cl
+
+    context, _ = _opencl_context()
+    program = cl.Program(context, kernel_source(index_bits)).build(options=["-I", str(kernel_dir())])
+    return (
+        cl.Kernel(program, f"gpu_tiler_uf_hook_pairs_i{index_bits}"),
+        cl.Kernel(program, f"gpu_tiler_uf_compress_i{index_bits}"),
+    )
+
+
+class OpenCLUnionFind(_KernelUnionFind):
+    """Union-find on an OpenCL device through pyopencl (host arrays in and out)."""
+
+    name = "opencl"
+
+    def roots(self, first, second, n_nodes: int) -> np.ndarray:
+        import pyopencl as cl
+
+        first, second = np.asarray(first), np.asarray(second)
+        _check_pairs(first, second, n_nodes)
+        dtype = _index_dtype(n_nodes)
+        parent = np.arange(n_nodes, dtype=dtype)
+        if first.size == 0 or n_nodes == 0:
+            return parent
+        bits = 8 * np.dtype(dtype).itemsize
+        context, queue = _opencl_context()
+        with _OPENCL_LOCK:  # kernel objects hold their arguments: one merge at a time per process
+            return self._roots_locked(cl, context, queue, first, second, n_nodes, parent, dtype, bits)
+
+    def _roots_locked(self, cl, context, queue, first, second, n_nodes, parent, dtype, bits):
+        hook, compress = _opencl_kernels(bits)
+        mf = cl.mem_flags
+        d_parent = cl.Buffer(context, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=parent)
+        d_a = cl.Buffer(context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(first, dtype))
+        d_b = cl.Buffer(context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=np.ascontiguousarray(second, dtype))
+        flag = np.zeros(1, dtype=np.int32)
+        d_flag = cl.Buffer(context, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=flag)
+        n_pairs, n = np.int64(first.size), np.int64(n_nodes)
+
+        def read_changed():
+            cl.enqueue_copy(queue, flag, d_flag)
+            return bool(flag[0])
+
+        self._run(
+            hook=lambda: hook(queue, (first.size,), None, d_parent, d_a, d_b, n_pairs, d_flag),
+            compress=lambda: compress(queue, (n_nodes,), None, d_parent, n),
+            read_changed=read_changed,
+            clear_changed=lambda: cl.enqueue_fill_buffer(queue, d_flag, np.int32(0), 0, 4),
+        )
+        cl.enqueue_copy(queue, parent, d_parent)
+        return parent
+
+
+@functools.lru_cache(maxsize=None)
+def get_merger(name: str):
+    """The union-find merger called ``name`` (one of ``MERGERS``)."""
+    if name == "numpy":
+        return NumpyUnionFind()
+    if name == "cuda":
+        return CudaUnionFind()
+    if name == "opencl":
+        return OpenCLUnionFind()
+    raise ValueError(f"merger {name!r} is not one of {', '.join(map(repr, MERGERS))} (or None for the backend's own)")
+
+
+def merger_for(backend, name: str | None = None):
+    """The merger to use on ``backend``: ``name`` if given, else CUDA on CuPy and NumPy on the host."""
+    if name is None:
+        name = "cuda" if backend.name == "cupy" else "numpy"
+    if name == "cuda" and backend.name != "cupy":
+        raise ValueError("merger 'cuda' needs the CuPy backend (backend='cupy'); use 'numpy' or 'opencl' here")
+    if name == "opencl":
+        problem = opencl_problem()
+        if problem is not None:
+            raise RuntimeError(f"merger 'opencl' was asked for, but no OpenCL device works ({problem})")
+    return get_merger(name)
+
+
+__all__ = [
+    "CudaUnionFind", "MERGERS", "NumpyUnionFind", "OpenCLUnionFind", "get_merger", "kernel_source",
+    "merger_for", "opencl_problem",
+]
