@@ -70,3 +70,19 @@ def run_isolated(script: str, *args: str) -> dict:
 
 def median(values):
     return statistics.median(values)
+
+
+def timed(fn, repeats, sync=None):
+    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up run (kernel compilation,
+    memory pools, caches), and the warm-up's result; ``sync`` waits for a device to finish."""
+    result = fn()
+    if sync is not None:
+        sync()
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result

@@ -11,20 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def timed(fn, repeats):
-    result = fn()  # warm-up (and the value to check)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2], result
 
 
 def main() -> int:
@@ -38,7 +28,7 @@ def main() -> int:
     import scipy.ndimage as ndi
 
     import gpu_tiler as gt
-    from _harness import hardware, versions
+    from _harness import hardware, timed, versions
 
     try:
         import dask_image.ndfilters as dfilters

@@ -14,22 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def timed(fn, repeats, sync):
-    fn()  # warm-up: kernel compilation, memory pools
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> int:
@@ -43,7 +31,7 @@ def main() -> int:
     import scipy.ndimage as ndi
 
     import gpu_tiler as gt
-    from _harness import hardware
+    from _harness import hardware, timed
     from gpu_tiler._backends import cupy_problem
 
     problem = cupy_problem()
@@ -88,9 +76,9 @@ def main() -> int:
         ok &= exact
         del got, want
         results = {
-            "scipy whole image (CPU)": timed(lambda: ndi.label(host_mask), max(1, args.repeats // 2), lambda: None),
-            "cupyx whole image (GPU, on device)": timed(lambda: cndi.label(mask), args.repeats, sync),
-            "gpu_tiler cupy (on device)": timed(tiled, args.repeats, sync),
+            "scipy whole image (CPU)": timed(lambda: ndi.label(host_mask), max(1, args.repeats // 2), lambda: None)[0],
+            "cupyx whole image (GPU, on device)": timed(lambda: cndi.label(mask), args.repeats, sync)[0],
+            "gpu_tiler cupy (on device)": timed(tiled, args.repeats, sync)[0],
         }
         anchor = results["cupyx whole image (GPU, on device)"]
         for method, secs in results.items():
@@ -107,7 +95,7 @@ def main() -> int:
     second = np.clip(first + host_rng.integers(-5, 6, first.size), 0, n_nodes - 1)
     d_first, d_second = cupy.asarray(first), cupy.asarray(second)
     merger = get_merger("cuda")
-    secs = timed(lambda: merger.roots(d_first, d_second, n_nodes), args.repeats, sync)
+    secs = timed(lambda: merger.roots(d_first, d_second, n_nodes), args.repeats, sync)[0]
     same = bool(np.array_equal(merger.roots(d_first, d_second, n_nodes).get(),
                                get_merger("numpy").roots(first, second, n_nodes)))
     ok &= same

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -19,15 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 SIGMA = 4.0
 HALO = int(4 * SIGMA + 0.5)
 
-
-def timed(fn, repeats):
-    fn()  # warm-up: kernel compilation, memory pools
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> int:
@@ -41,7 +31,7 @@ def main() -> int:
     import scipy.ndimage as ndi
 
     import gpu_tiler as gt
-    from _harness import hardware
+    from _harness import hardware, timed
     from gpu_tiler._backends import cupy_problem
 
     problem = cupy_problem()
@@ -73,11 +63,11 @@ def main() -> int:
         return run
 
     results = {
-        "scipy whole image (CPU)": timed(scipy_whole, max(1, args.repeats // 2)),
-        "cupyx whole image (GPU, on device)": timed(cupyx_whole, args.repeats),
-        "gpu_tiler cupy, budget 1GiB (host in/out)": timed(tiled("cupy", "1GiB"), args.repeats),
-        "gpu_tiler cupy, budget 128MiB (host in/out)": timed(tiled("cupy", "128MiB"), args.repeats),
-        "gpu_tiler numpy, budget 1GiB": timed(tiled("numpy", "1GiB"), max(1, args.repeats // 2)),
+        "scipy whole image (CPU)": timed(scipy_whole, max(1, args.repeats // 2))[0],
+        "cupyx whole image (GPU, on device)": timed(cupyx_whole, args.repeats)[0],
+        "gpu_tiler cupy, budget 1GiB (host in/out)": timed(tiled("cupy", "1GiB"), args.repeats)[0],
+        "gpu_tiler cupy, budget 128MiB (host in/out)": timed(tiled("cupy", "128MiB"), args.repeats)[0],
+        "gpu_tiler numpy, budget 1GiB": timed(tiled("numpy", "1GiB"), max(1, args.repeats // 2))[0],
     }
     exact = np.array_equal(
         gt.map_tiles(smooth, image, halo=HALO, budget="128MiB", backend="cupy").compute(),

@@ -15,20 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def timed(fn, repeats):
-    result = fn()  # warm-up (and the value to check)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2], result
 
 
 def compare(got, want):
@@ -74,7 +64,7 @@ def main() -> int:
     from gpu_tiler._backends import cupy_problem
     from gpu_tiler.data import nuclei
     from gpu_tiler.measure import regionprops
-    from _harness import hardware, versions
+    from _harness import hardware, timed, versions
 
     side = 1024 if args.quick else 4096
     image = nuclei((side, side), radius=8.0, density=2.0, seed=0, dtype=np.uint16, chunks=1024).compute()
