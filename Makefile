@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	@echo "==> $(VENV) is ready"
 
 demo: $(STAMP)
-	@echo "==> Running the demo: a generated image through a filter into a zarr store"
-	$(BIN)/python examples/demo.py
+	@echo "==> Running the demo: a generated nuclei image denoised, thresholded, labelled and measured, tile by tile"
+	$(BIN)/gpu-tiler demo --output demo-output
 
 test: $(STAMP)
 	@echo "==> Running the tests (GPU tests are skipped, with the reason, where no CUDA GPU works)"

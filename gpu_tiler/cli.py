@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_preview)
 
     p = sub.add_parser("demo", parents=[common], help="the main job on a generated image")
-    p.add_argument("--size", type=int, default=4096, help="side of the generated square image")
+    p.add_argument("--size", type=int, default=8192, help="side of the generated square image")
     p.add_argument("-o", "--output", default="demo-output")
     p.set_defaults(run=cmd_demo)
     return parser

@@ -121,3 +121,30 @@ def test_ome_zarr_output_and_info_on_it(image_path, tmp_path):
     info = run("info", out)
     assert info.returncode == 0 and "axes yx" in info.stdout and "2 level(s)" in info.stdout
     np.testing.assert_array_equal(gt.open(out).compute(), ndi.gaussian_filter(image, 1))
+
+
+def test_label_then_measure(image_path, tmp_path):
+    path, image = image_path
+    mask = tmp_path / "mask.zarr"
+    assert run("filter", "threshold", path, mask, "--value", "0.8").returncode == 0
+    result = run("label", mask, tmp_path / "labels.zarr", "--connectivity", "2")
+    assert result.returncode == 0, result.stderr
+    expected, count = ndi.label(image > 0.8, structure=np.ones((3, 3)))
+    assert f"found {count} objects" in result.stdout
+    np.testing.assert_array_equal(zarr.open(str(tmp_path / "labels.zarr"), mode="r")[:], expected)
+    table = tmp_path / "table.csv"
+    measured = run("measure", tmp_path / "labels.zarr", "--intensity", path, "-o", table)
+    assert measured.returncode == 0, measured.stderr
+    import pandas as pd
+
+    frame = pd.read_csv(table)
+    assert len(frame) == count and {"label", "area", "intensity_mean"} <= set(frame.columns)
+    assert run("measure", tmp_path / "labels.zarr", "-o", table).returncode == 2  # exists: refused
+
+
+def test_demo_runs_small_and_shows_what_it_made(tmp_path):
+    result = run("demo", "--size", "512", "-o", tmp_path / "demo")
+    assert result.returncode == 0, result.stderr
+    for made in ("smoothed.zarr", "labels.zarr", "nuclei.csv", "preview.png"):
+        assert (tmp_path / "demo" / made).exists()
+    assert "equals SciPy" in result.stdout and "labels equal scipy.ndimage.label" in result.stdout

@@ -243,6 +243,9 @@ def label(
     """
     x = as_dask(image)
     _check_image(x)
+    from .._ome import attach_metadata, metadata_of
+
+    axes_and_sizes = metadata_of(x)  # the labels keep the image's axes and pixel sizes
     struct = normalize_structure(x.ndim, connectivity, structure)
     requested = _check_dtype(dtype)
     mode, scratch_dir = _check_scratch(scratch)
@@ -271,7 +274,8 @@ def label(
     del summaries
     out_dtype = _result_dtype(requested, n_objects, math.prod(grid.shape))
     source = (pass1, None) if store is None else (None, store)
-    return _pass2(x, grid, chosen, label_of_piece.astype(out_dtype), piece_ranges, source, token), n_objects
+    labels = _pass2(x, grid, chosen, label_of_piece.astype(out_dtype), piece_ranges, source, token)
+    return attach_metadata(labels, axes_and_sizes), n_objects
 
 
 def _merge_pieces(xp, summaries, grid, structure, merger):
