@@ -53,6 +53,17 @@ def _progress(args, label):
     return update
 
 
+def _dask_progress(args, label):
+    """A progress bar fed by dask's scheduler callbacks (tqdm's TqdmCallback) for work outside save()."""
+    import contextlib
+
+    if args.quiet or not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from tqdm.dask import TqdmCallback
+
+    return TqdmCallback(desc=label, leave=False)
+
+
 def _say(args, text):
     if not args.quiet:
         print(text)
@@ -197,7 +208,8 @@ def cmd_label(args):
     image = _open(args.input)
     _check_output(args.output, args.overwrite)
     start = time.perf_counter()
-    labels, count = gt.label(image, connectivity=args.connectivity)
+    with _dask_progress(args, "label: pass 1 and merge"):
+        labels, count = gt.label(image, connectivity=args.connectivity)
     _say(args, f"found {count} objects (connectivity {args.connectivity}) in {time.perf_counter() - start:.1f} s")
     _save(args, labels, args.output, "label", kind="labels")
     return 0
