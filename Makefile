@@ -38,7 +38,7 @@ gpu-wheels:
 	@mkdir -p $(GPU_WHEELS)
 	$(PYTHON) -m pip download --quiet --dest $(GPU_WHEELS) --only-binary=:all: \
 		--python-version 3.12 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
-		--implementation cp "dask[array]>=2024.8" "zarr>=3.0" psutil hatchling
+		--implementation cp "dask[array]>=2024.8" "zarr>=3.0" psutil hatchling tqdm hypothesis
 	-$(PYTHON) -m pip download --quiet --dest $(GPU_WHEELS) --only-binary=:all: --no-deps \
 		--python-version 3.12 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
 		--implementation cp cucim-cu13 || echo "(cucim-cu13 wheel not available: GPU check runs without cuCIM)"

@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 echo "==> venv $VENV (system site packages visible) + offline wheels from .gpu-wheels" | tee -a "$OUT/summary.txt"
 "$PY" -m venv --system-site-packages "$VENV" >"$OUT/install.log" 2>&1
 timeout 120 "$VENV/bin/python" -m pip install --no-index --find-links .gpu-wheels \
-    "dask[array]" zarr psutil >>"$OUT/install.log" 2>&1 || { echo "install failed (see install.log)" | tee -a "$OUT/summary.txt"; status=1; }
+    "dask[array]" zarr psutil tqdm hypothesis >>"$OUT/install.log" 2>&1 || { echo "install failed (see install.log)" | tee -a "$OUT/summary.txt"; status=1; }
 timeout 60 "$VENV/bin/python" -m pip install --no-index --no-deps --find-links .gpu-wheels cucim-cu13 \
     >>"$OUT/install.log" 2>&1 || echo "(cuCIM not installed: no cucim-cu13 wheel carried)" | tee -a "$OUT/summary.txt"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

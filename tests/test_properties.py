@@ -8,8 +8,10 @@ import dask.array as da
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+
+pytest.importorskip("hypothesis", reason="hypothesis is not installed (gpu_tiler[test])")
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 import gpu_tiler as gt
 import gpu_tiler.filters as F
@@ -102,3 +104,17 @@ def test_global_otsu_equals_scikit_image(sample):
     data, chunks = sample
     assume(data.size > 1)
     assert F.threshold_otsu(da.from_array(data, chunks=chunks)) == skimage.filters.threshold_otsu(data)
+
+
+@given(images(max_ndim=4, max_side=12), st.data())
+def test_label_tiled_equals_whole(sample, data):
+    import scipy.ndimage as ndi_
+
+    image, chunks = sample
+    mask = image > np.median(image) if image.size else image.astype(bool)
+    connectivity = data.draw(st.integers(1, image.ndim))
+    structure = ndi_.generate_binary_structure(image.ndim, connectivity)
+    labels, n = gt.label(da.from_array(mask, chunks=chunks), connectivity=connectivity, tile_shape="chunks")
+    expected, count = ndi_.label(mask, structure)
+    assert n == count
+    np.testing.assert_array_equal(labels.compute(), expected)
