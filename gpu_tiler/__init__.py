@@ -21,7 +21,7 @@ from .filters import (
 from . import filters
 from ._io import open, save
 from ._margin import MarginReport, find_margin
-from .labels import label
+from .labels import label, map_labels
 from ._ome import ImageMetadata, metadata_of
 from . import measure
 from .measure import regionprops
@@ -46,6 +46,7 @@ __all__ = [
     "gaussian",
     "get_backend",
     "label",
+    "map_labels",
     "map_tiles",
     "maximum",
     "measure",
