@@ -109,16 +109,57 @@ def run_step(step: Step, backend, tile, border: Border):
 
 
 def run_operations(tile, *, location, image_shape, operations):
-    """Run a chain of operations on one window (the map_tiles function behind every filter)."""
+    """Run a chain of operations on one window (the map_tiles function behind every filter).
+
+    Work is spent only where the result can depend on it: along an axis where no step wraps, the
+    window beyond the image border is never read (each step reaching along it cuts it off, the
+    others are pointwise along it), so the chain runs on the window cut back to the image; and
+    before each step the window shrinks to the tile's core plus what the remaining steps reach."""
     backend = chunk_backend(tile)
-    border = Border(tuple(location), tuple(image_shape))
+    steps = [s for op in operations for s in op.steps]
+    total = tuple(int(sum(h)) for h in zip(*(s.halo for s in steps)))
+    core = tuple((start + h, stop - h) for (start, stop), h in zip(location, total))
+    where = []
+    for axis, ((start, stop), n) in enumerate(zip(location, image_shape)):
+        if any(s.halo[axis] > 0 and s.modes[axis] in _WRAP for s in steps):
+            where.append((start, stop))
+        else:
+            where.append((max(start, 0), min(stop, n)))
+    result, where = _run_chain(_cut(tile, tuple(location), tuple(where)), tuple(where), core, tuple(image_shape),
+                               operations, steps, backend)
+    if where == tuple(location):
+        return result
+    out = backend.xp.zeros(tile.shape, dtype=result.dtype)  # outside the core: trimmed away by map_tiles
+    out[tuple(slice(lo - start, hi - start) for (lo, hi), (start, _) in zip(where, location))] = result
+    return out
+
+
+def _cut(tile, where, wanted):
+    """The part of ``tile`` (covering image coordinates ``where``) that covers ``wanted``."""
+    if where == wanted:
+        return tile
+    return tile[tuple(slice(lo - start, hi - start) for (lo, hi), (start, _) in zip(wanted, where))]
+
+
+def run_on_window(tile, border: Border, operations, backend):
+    """Run operations on a whole window, keeping all of it (for steps that run sub-chains)."""
+    steps = [s for op in operations for s in op.steps]
+    return _run_chain(tile, border.location, border.location, border.image_shape, operations, steps, backend)[0]
+
+
+def _run_chain(tile, where, core, image_shape, operations, steps, backend):
+    done = 0
     for op in operations:
-        op_input = tile
+        op_input, input_where = tile, where
         for step in op.steps:
-            tile = run_step(step, backend, tile, border)
+            need = tuple(int(sum(h)) for h in zip(*(s.halo for s in steps[done:])))
+            wanted = tuple((max(lo, c0 - n), min(hi, c1 + n)) for (lo, hi), (c0, c1), n in zip(where, core, need))
+            tile, where = _cut(tile, where, wanted), wanted
+            tile = run_step(step, backend, tile, Border(where, image_shape))
+            done += 1
         if op.combine is not None:
-            tile = op.combine(backend, op_input, tile)
-    return tile
+            tile = op.combine(backend, _cut(op_input, input_where, where), tile)
+    return tile, where
 
 
 _CHAINS: OrderedDict[str, tuple[da.Array, tuple[Operation, ...]]] = OrderedDict()

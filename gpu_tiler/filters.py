@@ -16,7 +16,7 @@ import dask
 
 import numpy as np
 
-from ._chain import Operation, Step, apply_operation, ndimage_step, run_operations
+from ._chain import Operation, Step, apply_operation, ndimage_step, run_on_window
 from ._checks import (
     check_image,
     check_positive,
@@ -264,8 +264,7 @@ def _difference_of_gaussians(low_steps, high_steps, backend, tile, border):
     smoothed = []
     for steps in (low_steps, high_steps):
         op = Operation("gaussian", steps, image.dtype)
-        smoothed.append(run_operations(image, location=border.location, image_shape=border.image_shape,
-                                       operations=(op,)))
+        smoothed.append(run_on_window(image, border, (op,), backend))
     return smoothed[0] - smoothed[1]
 
 

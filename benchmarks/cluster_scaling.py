@@ -1,7 +1,7 @@
 """Throughput with 1 and 2 dask.distributed worker processes (and the threaded scheduler) on this
 machine, for a filter chain and a label chain, each saved into a zarr store.
 
-    .venv/bin/python benchmarks/distributed.py [--side 4096] [--repeats 3]
+    .venv/bin/python benchmarks/cluster_scaling.py [--side 4096] [--repeats 3]
 """
 from __future__ import annotations
 
