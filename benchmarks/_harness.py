@@ -86,3 +86,22 @@ def timed(fn, repeats, sync=None):
             sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), result
+
+
+def gpu_benchmark_args(description: str, side: int = 8192):
+    """The options every GPU benchmark takes (``--out``, ``--side``, ``--repeats``), and whether a CUDA
+    GPU works: returns ``(args, None)`` when it does, ``(args, reason)`` when the benchmark must skip
+    (it then prints ``skipped: <reason>`` and exits 0, as benchmarks/gpu_check.sh expects)."""
+    import argparse
+
+    from gpu_tiler._backends import cupy_problem
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default=".")
+    parser.add_argument("--side", type=int, default=side)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    problem = cupy_problem()
+    if problem is not None:
+        print(f"skipped: {problem}")
+    return args, problem

@@ -8,7 +8,6 @@ backend tile by tile (copies in and out included). Median of repeats after a war
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,23 +20,15 @@ HALO = int(4 * SIGMA + 0.5)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default=".")
-    parser.add_argument("--side", type=int, default=8192)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    from _harness import gpu_benchmark_args, hardware, timed
 
+    args, problem = gpu_benchmark_args(__doc__)
+    if problem is not None:
+        return 0
     import numpy as np
     import scipy.ndimage as ndi
 
     import gpu_tiler as gt
-    from _harness import hardware, timed
-    from gpu_tiler._backends import cupy_problem
-
-    problem = cupy_problem()
-    if problem is not None:
-        print(f"skipped: {problem}")
-        return 0
     import cupy
     import cupyx.scipy.ndimage as cndi
 
