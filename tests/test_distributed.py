@@ -56,3 +56,18 @@ def test_otsu_and_regionprops_under_the_cluster(client, image):
     for column in ("label", "area", "bbox-0", "bbox-3"):
         np.testing.assert_array_equal(table[column].to_numpy(), expected[column])
 
+
+
+def test_label_and_map_labels_under_the_cluster(client, image):
+    mask = image > 0.5
+    expected, count = ndi.label(mask)
+    (labels, n), workers = workers_used(client, lambda: gt.label(gt.open(mask, chunks=64)))
+    assert n == count and len(workers) == 2
+    np.testing.assert_array_equal(labels.compute(), expected)
+
+    def segment(tile):
+        return ndi.label(tile > 0.5)[0]
+
+    stitched, m = gt.map_labels(segment, gt.open(image, chunks=64), halo=24)
+    assert m == count
+    np.testing.assert_array_equal(stitched.compute(), expected)
