@@ -270,7 +270,7 @@ def save(
         (tiles_at / DONE_LOG).unlink()
         (tiles_at / MANIFEST).unlink()
         if ome:
-            _write_pyramid(partial, target, ome[0], ome[1], kind, zarr_format, chunk_shape, tiles_in_flight, attrs)
+            _write_pyramid(partial, target, ome[0], ome[1], kind, zarr_format, tiles_in_flight, attrs)
         _commit(partial, target, overwrite)
         if ome and kind == "labels":
             _register_label(target, zarr_format)
@@ -282,8 +282,7 @@ def save(
     return open(target)
 
 
-def _write_pyramid(partial: Path, target: Path, meta, factors, kind, zarr_format, chunk_shape, tiles_in_flight,
-                   attrs):
+def _write_pyramid(partial: Path, target: Path, meta, factors, kind, zarr_format, tiles_in_flight, attrs):
     """Levels 1.. of an OME-Zarr pyramid, each from the stored level before; then the NGFF attributes."""
     import zarr
 
@@ -291,9 +290,10 @@ def _write_pyramid(partial: Path, target: Path, meta, factors, kind, zarr_format
 
     for level, factor in enumerate(factors, start=1):
         previous = open(partial / str(level - 1))
+        # each level keeps the chunks downsampling gives (a tile's worth of the level before, halved):
+        # one level-k chunk then reads exactly one level-(k-1) chunk, so memory stays at the plan's
         smaller = next_level(previous, factor, kind)
-        chunks = tuple(min(c, max(n, 1)) for c, n in zip(chunk_shape, smaller.shape))
-        smaller = smaller.rechunk(chunks)
+        chunks = _regular_chunks(smaller)
         store = zarr.create_array(store=str(partial / str(level)), shape=smaller.shape, chunks=chunks,
                                   dtype=smaller.dtype, zarr_format=zarr_format, fill_value=0)
         run_bounded(smaller, _TileWriter(store, chunks, str(target), str(partial)), tiles_in_flight, in_task=True)
