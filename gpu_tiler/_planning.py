@@ -95,15 +95,41 @@ def default_tiles_in_flight(device_kind: str) -> int:
 
 
 def _resolve_budget(budget, backend) -> tuple[int, str]:
+    """The budget to plan with, in bytes, and the device kind it is for.
+
+    Bytes are used as given. A fraction or the configured default is taken of the device's free
+    memory: this process's device, or, when a dask.distributed client is active, the smallest such
+    budget among its workers' devices, so every tile fits on whichever worker runs it."""
     from ._backends import get_backend, resolve_backend
 
     backend = resolve_backend() if backend is None else (get_backend(backend) if isinstance(backend, str) else backend)
-    if budget is None:
-        return backend.device().budget_bytes, backend.device_kind
-    value = parse_budget(budget)
-    if isinstance(value, float):
-        return backend.device(value).budget_bytes, backend.device_kind
-    return value, backend.device_kind
+    value = None if budget is None else parse_budget(budget)
+    if isinstance(value, int):
+        return value, backend.device_kind
+    workers = _worker_budgets(backend.device_kind, value)
+    if workers:
+        return min(workers), backend.device_kind
+    return backend.device(value).budget_bytes, backend.device_kind
+
+
+def _worker_budgets(kind: str, fraction) -> list[int]:
+    """Each distributed worker's budget for its devices of ``kind`` (empty without a client)."""
+    from ._execute import active_client
+
+    client = active_client()
+    if client is None:
+        return []
+
+    def budgets(kind=kind, fraction=fraction):
+        import gpu_tiler
+
+        return [d.budget_bytes for d in gpu_tiler.devices(fraction) if d.kind == kind]
+
+    try:
+        found = client.run(budgets)
+    except Exception:  # a worker that cannot answer: plan with this process's view instead
+        return []
+    return [b for per_worker in found.values() for b in per_worker]
 
 
 def plan_tiles(

@@ -71,3 +71,10 @@ def test_label_and_map_labels_under_the_cluster(client, image):
     stitched, m = gt.map_labels(segment, gt.open(image, chunks=64), halo=24)
     assert m == count
     np.testing.assert_array_equal(stitched.compute(), expected)
+
+
+def test_tiles_are_planned_with_the_smallest_worker_budget(client):
+    budgets = [b for per in client.run(lambda: [d.budget_bytes for d in gt.devices(0.01)]).values() for b in per]
+    plan = gt.plan_tiles((4096, 4096), "float32", halo=4, budget=0.01)
+    assert plan.budget_bytes == min(budgets)
+    assert gt.plan_tiles((64, 64), "float32", budget="1MiB").budget_bytes == 2**20  # bytes are used as given
