@@ -77,7 +77,6 @@ def main() -> int:
                   f"{anchor / secs:.2f}x |")
         print(f"| {name} | gpu_tiler equals cupyx (labels, numbering, count) | {exact} | | |")
         report["cases"][name] = {"seconds": results, "exact": exact}
-        del mask, chunked
         cupy.get_default_memory_pool().free_all_blocks()
 
     host_rng = np.random.default_rng(0)

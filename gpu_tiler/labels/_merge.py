@@ -48,16 +48,21 @@ def _check_pairs(first, second, n_nodes):
         raise ValueError(f"n_nodes must be >= 0, not {n_nodes}")
 
 
+def _host_start(first, second, n_nodes):
+    """Checked host pairs, the index dtype for ``n_nodes`` and the initial parent array (every node its own root)."""
+    first, second = np.asarray(first), np.asarray(second)
+    _check_pairs(first, second, n_nodes)
+    dtype = _index_dtype(n_nodes)
+    return first, second, dtype, np.arange(n_nodes, dtype=dtype)
+
+
 class NumpyUnionFind:
     """Vectorised union-find on the host (NumPy arrays in and out)."""
 
     name = "numpy"
 
     def roots(self, first, second, n_nodes: int) -> np.ndarray:
-        first, second = np.asarray(first), np.asarray(second)
-        _check_pairs(first, second, n_nodes)
-        dtype = _index_dtype(n_nodes)
-        parent = np.arange(n_nodes, dtype=dtype)
+        first, second, dtype, parent = _host_start(first, second, n_nodes)
         a, b = first.astype(dtype, copy=False), second.astype(dtype, copy=False)
         for _ in range(_MAX_ROUNDS):
             ra, rb = parent[a], parent[b]  # parent is fully compressed: these are roots
@@ -182,10 +187,7 @@ class OpenCLUnionFind(_KernelUnionFind):
     def roots(self, first, second, n_nodes: int) -> np.ndarray:
         import pyopencl as cl
 
-        first, second = np.asarray(first), np.asarray(second)
-        _check_pairs(first, second, n_nodes)
-        dtype = _index_dtype(n_nodes)
-        parent = np.arange(n_nodes, dtype=dtype)
+        first, second, dtype, parent = _host_start(first, second, n_nodes)
         if first.size == 0 or n_nodes == 0:
             return parent
         bits = 8 * np.dtype(dtype).itemsize
