@@ -105,3 +105,10 @@ def gpu_benchmark_args(description: str, side: int = 8192):
     if problem is not None:
         print(f"skipped: {problem}")
     return args, problem
+
+
+def cuda_sync():
+    """Wait until the current CUDA device has finished (for timing GPU work)."""
+    import cupy
+
+    cupy.cuda.Stream.null.synchronize()

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> int:
-    from _harness import gpu_benchmark_args, hardware, timed
+    from _harness import cuda_sync, gpu_benchmark_args, hardware, timed
 
     args, problem = gpu_benchmark_args(__doc__)
     if problem is not None:
@@ -27,8 +27,7 @@ def main() -> int:
 
     import gpu_tiler as gt
 
-    def sync():
-        cupy.cuda.Stream.null.synchronize()
+    sync = cuda_sync
 
     gpu_name = next((d.name for d in gt.devices() if d.kind == "cuda"), "CUDA GPU")
     rng = cupy.random.default_rng(0)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> int:
-    from _harness import gpu_benchmark_args, hardware, timed
+    from _harness import cuda_sync, gpu_benchmark_args, hardware, timed
 
     args, problem = gpu_benchmark_args(__doc__)
     if problem is not None:
@@ -35,8 +35,7 @@ def main() -> int:
     from gpu_tiler.labels import label
     from gpu_tiler.labels._merge import get_merger
 
-    def sync():
-        cupy.cuda.Stream.null.synchronize()
+    sync = cuda_sync
 
     gpu_name = gt.devices()[1].name if len(gt.devices()) > 1 else "CUDA GPU"
     cases = [

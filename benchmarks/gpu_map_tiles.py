@@ -20,7 +20,7 @@ HALO = int(4 * SIGMA + 0.5)
 
 
 def main() -> int:
-    from _harness import gpu_benchmark_args, hardware, timed
+    from _harness import cuda_sync, gpu_benchmark_args, hardware, timed
 
     args, problem = gpu_benchmark_args(__doc__)
     if problem is not None:
@@ -45,7 +45,7 @@ def main() -> int:
 
     def cupyx_whole():
         cndi.gaussian_filter(device_image, SIGMA)
-        cupy.cuda.Stream.null.synchronize()
+        cuda_sync()
 
     def tiled(backend, budget):
         def run():

@@ -99,7 +99,7 @@ def run_bounded(array: da.Array, write, tiles_in_flight: int, progress=None, ski
             progress(already + min(start + batch_size, len(indices)), total)
 
 
-def default_tiles_in_flight(array: da.Array, budget_bytes: int, working_copies: int = 2) -> int:
+def tiles_in_flight_for_chunks(array: da.Array, budget_bytes: int, working_copies: int = 2) -> int:
     """Tiles in flight for an array that was not planned by map_tiles: as many of its largest
     chunks (with working copies) as the budget holds, at most one per CPU core, at least one."""
     biggest = 1
@@ -109,4 +109,4 @@ def default_tiles_in_flight(array: da.Array, budget_bytes: int, working_copies: 
     return max(1, min(os.cpu_count() or 1, budget_bytes // per_tile))
 
 
-__all__ = ["active_client", "default_tiles_in_flight", "run_bounded"]
+__all__ = ["active_client", "tiles_in_flight_for_chunks", "run_bounded"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from ._execute import default_tiles_in_flight, run_bounded
+from ._execute import run_bounded, tiles_in_flight_for_chunks
 
 _TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf", ".tf8")
 
@@ -232,7 +232,7 @@ def save(
         else:
             from ._backends import NUMPY
 
-            tiles_in_flight = default_tiles_in_flight(source, NUMPY.device(budget).budget_bytes)
+            tiles_in_flight = tiles_in_flight_for_chunks(source, NUMPY.device(budget).budget_bytes)
     ome = None
     if format == "ome-zarr":
         from ._ome import metadata_of, pyramid_factors, with_metadata

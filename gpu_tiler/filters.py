@@ -24,6 +24,7 @@ from ._checks import (
     normalize_modes,
     normalize_order,
     normalize_sigma,
+    normalize_size,
     reach,
     size_or_footprint,
 )
@@ -127,7 +128,7 @@ def uniform(image, size=3, mode="reflect", cval=0.0, *, budget=None):
     than memory, save between axes if a single pass's whole lines exceed the budget.
     """
     x, modes = _prepare(image, mode)
-    size = _normalize_size_arg(_spatial(x, size, 1, name="size"), x.ndim)
+    size = normalize_size(_spatial(x, size, 1, name="size"), x.ndim)
     out = x
     for axis, (n, m) in enumerate(zip(size, modes)):
         if n > 1:
@@ -138,12 +139,6 @@ def uniform(image, size=3, mode="reflect", cval=0.0, *, budget=None):
     if out is x:  # scipy copies the input when no axis has size > 1
         out = map_tiles(np.copy, x, budget=budget)
     return out
-
-
-def _normalize_size_arg(size, ndim):
-    from ._checks import normalize_size
-
-    return normalize_size(size, ndim)
 
 
 def _rank(name, function, image, size, footprint, mode, cval, fuse, budget, per_axis_modes):

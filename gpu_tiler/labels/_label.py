@@ -33,7 +33,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from .._backends import resolve_backend
 from .._engine import as_dask
-from .._execute import default_tiles_in_flight, run_bounded
+from .._execute import run_bounded, tiles_in_flight_for_chunks
 from .._planning import default_tiles_in_flight as planned_tiles_in_flight
 from .._planning import plan_tiles
 from ._equivalences import border_pairs
@@ -267,7 +267,7 @@ def label(
     else:
         tile = tuple(max(c) for c in grid.chunks)
         store = ScratchLabels(grid.shape, tile, local_label_dtype(math.prod(tile)), where=scratch_dir)
-        in_flight = default_tiles_in_flight(x, budget_bytes, working_copies=3)
+        in_flight = tiles_in_flight_for_chunks(x, budget_bytes, working_copies=3)
         summaries = _pass1_to_scratch(x, grid, struct, chosen, face_axes, token, store, in_flight)
 
     label_of_piece, piece_ranges, n_objects = _merge_pieces(chosen.xp, summaries, grid, struct, merge)

@@ -80,7 +80,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from .._backends import namespace_of, resolve_backend
 from .._engine import _fit_chunks, as_dask, windows
-from .._execute import default_tiles_in_flight, run_bounded
+from .._execute import run_bounded, tiles_in_flight_for_chunks
 from .._halo import normalize_modes
 from .._planning import normalize_halo, plan_tiles
 from ._label import _check_scratch, _pass2, _result_dtype
@@ -445,7 +445,7 @@ def map_labels(
         summaries_array = da.Array(HighLevelGraph.from_collections(name, pass1_dsk, dependencies=[wins]), name,
                                    grid.chunks, meta=meta)
         summaries = {}
-        run_bounded(summaries_array, summaries.__setitem__, default_tiles_in_flight(wins, budget_bytes, 3))
+        run_bounded(summaries_array, summaries.__setitem__, tiles_in_flight_for_chunks(wins, budget_bytes, 3))
         for i in indices:
             dsk[(summary_name, *i)] = summaries[i]
         dependencies, pass1 = [], None
