@@ -3,8 +3,10 @@ import gc
 import itertools
 import math
 import os
+import pickle
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dask.array as da
@@ -177,6 +179,40 @@ def test_numpy_input_and_requested_dtype():
         label(np.random.default_rng(0).random((100, 100)) < 0.25, dtype=np.uint8)
 
 
+def test_labels_computed_again_persisted_sliced_or_in_parallel_stay_equal_to_scipy():
+    # pass 2 maps the tiles kept in memory in place, once: later and concurrent computations of
+    # the same result (whole, persisted, sliced, from several threads) must not map them again
+    image = blobs((120, 90), fraction=0.45)
+    want, _ = expected(image)
+    labels, _ = label(da.from_array(image, chunks=(30, 45)), tile_shape="chunks", scratch="memory")
+    np.testing.assert_array_equal(labels.compute(), want)
+    np.testing.assert_array_equal(labels.compute(), want)
+    np.testing.assert_array_equal(labels[20:70, 40:].compute(), want[20:70, 40:])
+    np.testing.assert_array_equal(labels.persist().compute(), want)
+    fresh, _ = label(da.from_array(image, chunks=(30, 45)), tile_shape="chunks", scratch="memory")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: fresh.compute(scheduler="threads"), range(4)))
+    for got in results:
+        np.testing.assert_array_equal(got, want)
+
+
+def test_tile_labels_pickle_with_their_mapping_state():
+    from gpu_tiler._backends import get_backend
+    from gpu_tiler.labels._label import _TileLabels
+
+    numpy = get_backend("numpy")
+    tile = _TileLabels(np.array([[0, 1], [2, 1]], dtype=np.int32))
+    lut = np.array([0, 7, 5], dtype=np.int32)
+    copy = pickle.loads(pickle.dumps(tile))  # as a cluster would send it before pass 2
+    np.testing.assert_array_equal(tile.to_global(lut, backend=numpy, to_host=True), [[0, 7], [5, 7]])
+    np.testing.assert_array_equal(tile.to_global(lut, backend=numpy, to_host=True), [[0, 7], [5, 7]])
+    mapped = pickle.loads(pickle.dumps(tile))  # a mapped tile stays mapped
+    np.testing.assert_array_equal(mapped.to_global(lut, backend=numpy, to_host=True), [[0, 7], [5, 7]])
+    np.testing.assert_array_equal(copy.to_global(lut, backend=numpy, to_host=True), [[0, 7], [5, 7]])
+    wide = _TileLabels(np.array([0, 2, 1], dtype=np.int32))  # another dtype: mapped into a new array
+    np.testing.assert_array_equal(wide.to_global(lut.astype(np.int64), backend=numpy, to_host=True), [0, 5, 7])
+
+
 def test_opencl_merger_in_label_equals_scipy():
     if opencl_problem() is not None:
         pytest.skip(f"no OpenCL device: {opencl_problem()}")
@@ -339,6 +375,7 @@ def test_two_worker_distributed_cluster_gives_the_same_result():
         with distributed.Client(cluster):
             labels, n = label(da.from_array(image, chunks=(40, 30)), 2, tile_shape="chunks")
             got = labels.compute()
+            np.testing.assert_array_equal(labels.compute(), got)  # tiles mapped in place on the workers, once
             on_disk, n_disk = label(da.from_array(image, chunks=(40, 30)), 2, tile_shape="chunks", scratch="disk")
             got_disk = on_disk.compute()
     assert n == n_want == n_disk

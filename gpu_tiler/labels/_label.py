@@ -4,13 +4,15 @@ Two passes over the tiles, with a small merge between them:
 
 1. **Pass 1** labels every tile with the backend's labeller and keeps, per tile, the order key of
    each local label and the tile's border faces (``_tiles``). The local labels themselves are kept
-   for pass 2: in memory (``dask.persist``, so a dask.distributed cluster keeps them on its workers)
-   when they fit the memory budget, else streamed to a scratch zarr store (``_scratch``) in bounded
-   batches of tiles (``run_bounded``), so the image is never in memory.
+   for pass 2: in memory when they fit the memory budget (returned by one computation on the local
+   schedulers; persisted on a dask.distributed cluster, so they stay on its workers), else streamed
+   to a scratch zarr store (``_scratch``) in bounded batches of tiles (``run_bounded``), so the image
+   is never in memory.
 2. **Merge** (eager, small): pairs of touching pieces across tile faces, edges and corners
    (``_equivalences``), a union-find over the border pieces (``_merge``), and numbering in raster order
    of first voxels (``_numbering``). This gives ``n`` and one lookup table per tile.
-3. **Pass 2** (lazy): each output tile is its local labels mapped through its lookup table.
+3. **Pass 2** (lazy): each output tile is its local labels mapped through its lookup table; tiles
+   kept in memory are mapped in place, once (``_TileLabels``), so the labels cost one array, not two.
 
 Cost: pass 1 and pass 2 are linear in the voxels and run tile-parallel. The merge state is the
 faces (``2 * ndim`` slices per tile, i.e. about ``2 * ndim * N / t`` voxels for tiles of side ``t``)
@@ -23,6 +25,7 @@ import functools
 import itertools
 import math
 import os
+import threading
 import uuid
 
 import dask
@@ -30,10 +33,11 @@ import dask.array as da
 import numpy as np
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
+from dask.sizeof import sizeof
 
 from .._backends import resolve_backend
 from .._engine import as_dask
-from .._execute import run_bounded, tiles_in_flight_for_chunks
+from .._execute import active_client, run_bounded, tiles_in_flight_for_chunks
 from .._planning import default_tiles_in_flight as planned_tiles_in_flight
 from .._planning import plan_tiles
 from ._equivalences import border_pairs
@@ -146,16 +150,30 @@ def _collect(indices, results):
     return {index: result[1] for index, result in zip(indices, results)}
 
 
+def _collect_all(indices, results):
+    return dict(zip(indices, results))
+
+
 def _pass1_in_memory(x, grid, structure, backend, face_axes, token):
-    """Label every tile; keep each tile's ``(local labels, summary)`` in memory (persisted, so on a
-    dask.distributed cluster they stay on the workers) and gather the summaries only."""
+    """Label every tile, keeping each tile's local labels in memory; return ``(tiles, summaries)``.
+
+    On the local schedulers one computation brings every tile's ``(local labels, summary)`` back:
+    ``tiles`` maps tile index to its :class:`_TileLabels`, which pass 2 embeds in its graph. On a
+    dask.distributed cluster the local labels stay on the workers (persisted) and only the
+    summaries travel: ``tiles`` is then the persisted pass-1 array, whose blocks are those pairs.
+    """
     indices = _tile_indices(grid.grid)
     tiles, gather = f"gpu_tiler-label-pass1-{token}", f"gpu_tiler-label-summaries-{token}"
-    run = functools.partial(label_and_summarise, structure=structure, backend=backend, grid=grid, face_axes=face_axes)
+    run = functools.partial(_label_in_memory, structure=structure, backend=backend, grid=grid, face_axes=face_axes)
     dsk = {(tiles, *index): (run, (x.name, *index), index) for index in indices}
     # an array collection whose blocks are (local labels, summary) pairs: internal, read by pass 2
     pass1 = da.Array(HighLevelGraph.from_collections(tiles, dsk, dependencies=[x]), tiles, grid.chunks,
                      meta=np.empty((0,) * x.ndim, dtype=object))
+    if active_client() is None:
+        gather_dsk = {gather: (_collect_all, indices, [(tiles, *index) for index in indices])}
+        everything = Delayed(gather, HighLevelGraph.from_collections(gather, gather_dsk, dependencies=[pass1]))
+        results = everything.compute(optimize_graph=False)
+        return {i: r[0] for i, r in results.items()}, {i: r[1] for i, r in results.items()}
     gather_dsk = {gather: (_collect, indices, [(tiles, *index) for index in indices])}
     summaries = Delayed(gather, HighLevelGraph.from_collections(gather, gather_dsk, dependencies=[pass1]))
     # unoptimised: the tile task feeds both outputs and must run once, not once per optimiser
@@ -182,26 +200,79 @@ def _pass1_to_scratch(x, grid, structure, backend, face_axes, token, scratch, ti
 _TAKE_SLAB = 1 << 18
 
 
-def _relabel(local, lut, *, backend, to_host):
-    """Pass 2 on one tile: map local labels through the tile's lookup table."""
+def _relabel(local, lut, *, backend, to_host, in_place=False):
+    """Pass 2 on one tile: map local labels through the tile's lookup table.
+
+    ``in_place``: the caller owns ``local`` and may have it overwritten (on NumPy, when the
+    lookup table has the local labels' dtype), which spares allocating, and faulting in, a
+    second tile of labels.
+    """
     xp = backend.xp
     local = backend.to_backend(local)
-    if xp is not np or local.size <= _TAKE_SLAB:
+    if xp is not np:
         out = xp.take(lut, local)
     else:
-        out = np.empty(local.shape, dtype=lut.dtype)
+        if in_place and local.dtype == lut.dtype and local.flags.c_contiguous and local.flags.writeable:
+            out = local
+        else:
+            out = np.empty(local.shape, dtype=lut.dtype)
         flat_in, flat_out = local.reshape(-1), out.reshape(-1)
         for start in range(0, flat_in.size, _TAKE_SLAB):
-            np.take(lut, flat_in[start : start + _TAKE_SLAB], out=flat_out[start : start + _TAKE_SLAB])
+            piece = slice(start, start + _TAKE_SLAB)
+            # every local label indexes the table, so "clip" never clips; "raise" would buffer out
+            np.take(lut, flat_in[piece], out=flat_out[piece], mode="clip")
     return backend.to_host(out) if to_host else out
 
 
+class _TileLabels:
+    """One tile's labels kept in memory between the passes: local after pass 1, global after pass 2.
+
+    Pass 2 maps them in place, once, so labels held in memory cost one array per tile rather than
+    two; later computations of the result get the mapped array. A lock keeps two threads from
+    mapping one tile twice; a copy sent to another process carries whether it is mapped.
+    """
+
+    def __init__(self, array):
+        self.array = array
+        self.is_global = False
+        self._lock = threading.Lock()
+
+    def to_global(self, lut, *, backend, to_host):
+        with self._lock:
+            if not self.is_global:
+                self.array = _relabel(self.array, lut, backend=backend, to_host=False, in_place=True)
+                self.is_global = True
+        return backend.to_host(self.array) if to_host else self.array
+
+    def __getstate__(self):
+        return {"array": self.array, "is_global": self.is_global}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+@sizeof.register(_TileLabels)
+def _sizeof_tile_labels(tile):
+    return sizeof(tile.array)
+
+
+def _label_in_memory(block, index, **options):
+    """Pass 1 keeping the local labels in memory: ``(_TileLabels, TileSummary)`` of one tile."""
+    local, summary = label_and_summarise(block, index, **options)
+    return _TileLabels(local), summary
+
+
 def _relabel_in_memory(pass1_result, lut, *, backend, to_host):
-    return _relabel(pass1_result[0], lut, backend=backend, to_host=to_host)
+    local = pass1_result[0] if isinstance(pass1_result, tuple) else pass1_result
+    if isinstance(local, _TileLabels):
+        return local.to_global(lut, backend=backend, to_host=to_host)
+    # map_labels' pass 1 keeps views of the caller's labels: never overwritten
+    return _relabel(local, lut, backend=backend, to_host=to_host)
 
 
 def _relabel_from_scratch(scratch, index, lut, *, grid, backend, to_host):
-    return _relabel(scratch.read(index, grid), lut, backend=backend, to_host=to_host)
+    return _relabel(scratch.read(index, grid), lut, backend=backend, to_host=to_host, in_place=True)
 
 
 def label(
@@ -294,8 +365,13 @@ def _merge_pieces(xp, summaries, grid, structure, merger):
 
 
 def _pass2(x, grid, backend, label_of_piece, piece_ranges, source, token):
-    """The lazy result: every tile's local labels (persisted pass-1 blocks or scratch) through its LUT."""
+    """The lazy result: every tile's local labels through its LUT.
+
+    ``source`` is ``(pass1, None)`` with pass 1's tiles in memory (a dict of :class:`_TileLabels`
+    by tile index, or a persisted array of ``(local labels, summary)`` blocks), or ``(None, store)``.
+    """
     pass1, store = source
+    persisted = isinstance(pass1, da.Array)
     xp, out_dtype = backend.xp, label_of_piece.dtype
     native = type(x._meta) is type(backend.meta(out_dtype, 0))
     meta = backend.meta(out_dtype, x.ndim) if native else np.empty((0,) * x.ndim, dtype=out_dtype)
@@ -308,11 +384,11 @@ def _pass2(x, grid, backend, label_of_piece, piece_ranges, source, token):
     dsk = {}
     for index, (start, stop) in piece_ranges.items():
         lut = xp.concatenate([zero, label_of_piece[start:stop]])  # local label -> global label
-        if store is None:
-            dsk[(name, *index)] = (relabel, (pass1.name, *index), lut)
-        else:
+        if store is not None:
             dsk[(name, *index)] = (relabel, store, index, lut)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[pass1] if store is None else [])
+        else:
+            dsk[(name, *index)] = (relabel, (pass1.name, *index) if persisted else pass1[index], lut)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[pass1] if persisted else [])
     return da.Array(graph, name, grid.chunks, meta=meta)
 
 
