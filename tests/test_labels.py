@@ -389,3 +389,38 @@ def test_numbering_is_raster_order_of_first_voxels_for_many_tilings():
     for chunks in itertools.islice(itertools.product([3, 8, 60], [2, 9, 70]), None):
         got, _ = label(da.from_array(image, chunks=chunks), 2, tile_shape="chunks")
         np.testing.assert_array_equal(got.compute(), want)
+
+
+def test_saving_labels_resumes_after_a_failed_write(tmp_path, monkeypatch):
+    # the labels are named by their input and parameters, so a later label() of the same image is the
+    # same job for save(resume=True): finished tiles are kept, only the others are written
+    import zarr.core.array as zarray
+
+    from gpu_tiler._io import DONE_LOG, SaveError
+
+    image = blobs((96, 80), fraction=0.5, seed=5)
+    want, n_want = expected(image)
+    source = tmp_path / "mask.zarr"
+    gt.save(da.from_array(image, chunks=(24, 40)), source)
+    target = tmp_path / "labels.zarr"
+    original = zarray.Array.__setitem__
+    writes = {"n": 0}
+
+    def disk_full_after_two(self, key, value):
+        writes["n"] += 1
+        if writes["n"] > 2:
+            raise OSError(28, "No space left on device")
+        return original(self, key, value)
+
+    labels, n = label(gt.open(source), tile_shape="chunks")
+    monkeypatch.setattr(zarray.Array, "__setitem__", disk_full_after_two)
+    with pytest.raises(SaveError, match="No space left on device"):
+        gt.save(labels, target, tiles_in_flight=1)
+    monkeypatch.setattr(zarray.Array, "__setitem__", original)
+    assert len((tmp_path / ".labels.zarr.partial" / DONE_LOG).read_text().splitlines()) == 2
+    again, n_again = label(gt.open(source), tile_shape="chunks")
+    assert again.name == labels.name and n_again == n == n_want
+    out = gt.save(again, target, resume=True)
+    np.testing.assert_array_equal(out.compute(), want)
+    other, _ = label(gt.open(source), 2, tile_shape="chunks")
+    assert other.name != labels.name  # another connectivity is another job

@@ -33,6 +33,7 @@ import dask.array as da
 import numpy as np
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
+from dask.base import tokenize
 from dask.sizeof import sizeof
 
 from .._backends import resolve_backend
@@ -307,6 +308,9 @@ def label(
     and the relabelling run on the GPU. ``merger``: the union-find (``"numpy"``, ``"opencl"``,
     ``"cuda"``; default: CUDA on CuPy, NumPy on the host).
 
+    The result is named by its input, tiles, structure and dtype, so saving the labels of the same
+    image again with ``gpu_tiler.save(labels, path, resume=True)`` resumes an interrupted save.
+
     Pass 1's local labels are kept for pass 2: ``scratch="auto"`` keeps them in memory when they fit
     the budget and otherwise writes them to a temporary zarr store (removed when the result is no
     longer referenced); ``"memory"`` or ``"disk"`` force either, and a directory path means disk,
@@ -345,7 +349,9 @@ def label(
     del summaries
     out_dtype = _result_dtype(requested, n_objects, math.prod(grid.shape))
     source = (pass1, None) if store is None else (None, store)
-    labels = _pass2(x, grid, chosen, label_of_piece.astype(out_dtype), piece_ranges, source, token)
+    # named by what determines the result, so a save(labels, resume=True) of the same job resumes
+    name = "gpu_tiler-label-" + tokenize(x.name, grid.chunks, struct.tobytes(), struct.shape, str(out_dtype), chosen.name)
+    labels = _pass2(x, grid, chosen, label_of_piece.astype(out_dtype), piece_ranges, source, name)
     return attach_metadata(labels, axes_and_sizes), n_objects
 
 
@@ -364,7 +370,7 @@ def _merge_pieces(xp, summaries, grid, structure, merger):
     return label_of_piece, ranges, n_objects
 
 
-def _pass2(x, grid, backend, label_of_piece, piece_ranges, source, token):
+def _pass2(x, grid, backend, label_of_piece, piece_ranges, source, name):
     """The lazy result: every tile's local labels through its LUT.
 
     ``source`` is ``(pass1, None)`` with pass 1's tiles in memory (a dict of :class:`_TileLabels`
@@ -375,7 +381,6 @@ def _pass2(x, grid, backend, label_of_piece, piece_ranges, source, token):
     xp, out_dtype = backend.xp, label_of_piece.dtype
     native = type(x._meta) is type(backend.meta(out_dtype, 0))
     meta = backend.meta(out_dtype, x.ndim) if native else np.empty((0,) * x.ndim, dtype=out_dtype)
-    name = f"gpu_tiler-label-{token}"
     zero = xp.zeros(1, dtype=out_dtype)
     if store is None:
         relabel = functools.partial(_relabel_in_memory, backend=backend, to_host=not native)

@@ -453,7 +453,8 @@ def map_labels(
     results = _match_all(dsk, dependencies, summary_name, indices, grid, halo, min_overlap, token)
     label_of_piece, piece_ranges, n_objects = _merge_matches(chosen.xp, results, indices, merge)
     out_dtype = _result_dtype(None, n_objects, math.prod(grid.shape))
-    return _pass2(x, grid, chosen, label_of_piece.astype(out_dtype), piece_ranges, (pass1, store), token), n_objects
+    name = f"gpu_tiler-map-labels-{token}"
+    return _pass2(x, grid, chosen, label_of_piece.astype(out_dtype), piece_ranges, (pass1, store), name), n_objects
 
 
 def _match_all(dsk, dependencies, summary_name, indices, grid, halo, min_overlap, token):
