@@ -43,3 +43,28 @@ def _clean_settings(monkeypatch):
     yield
     _config._settings.clear()
     _config._settings.update(saved)
+
+
+@pytest.fixture
+def disk_full_after(monkeypatch):
+    """``disk_full_after(n)``: zarr chunk writes after the first ``n`` fail as a full disk would;
+    ``disk_full_after(None)`` lets writes through again."""
+    import zarr.core.array as zarray
+
+    original = zarray.Array.__setitem__
+
+    def arm(n):
+        if n is None:
+            monkeypatch.setattr(zarray.Array, "__setitem__", original)
+            return
+        writes = {"n": 0}
+
+        def write(self, key, value):
+            writes["n"] += 1
+            if writes["n"] > n:
+                raise OSError(28, "No space left on device")
+            return original(self, key, value)
+
+        monkeypatch.setattr(zarray.Array, "__setitem__", write)
+
+    return arm

@@ -391,11 +391,9 @@ def test_numbering_is_raster_order_of_first_voxels_for_many_tilings():
         np.testing.assert_array_equal(got.compute(), want)
 
 
-def test_saving_labels_resumes_after_a_failed_write(tmp_path, monkeypatch):
+def test_saving_labels_resumes_after_a_failed_write(tmp_path, disk_full_after):
     # the labels are named by their input and parameters, so a later label() of the same image is the
     # same job for save(resume=True): finished tiles are kept, only the others are written
-    import zarr.core.array as zarray
-
     from gpu_tiler._io import DONE_LOG, SaveError
 
     image = blobs((96, 80), fraction=0.5, seed=5)
@@ -403,20 +401,11 @@ def test_saving_labels_resumes_after_a_failed_write(tmp_path, monkeypatch):
     source = tmp_path / "mask.zarr"
     gt.save(da.from_array(image, chunks=(24, 40)), source)
     target = tmp_path / "labels.zarr"
-    original = zarray.Array.__setitem__
-    writes = {"n": 0}
-
-    def disk_full_after_two(self, key, value):
-        writes["n"] += 1
-        if writes["n"] > 2:
-            raise OSError(28, "No space left on device")
-        return original(self, key, value)
-
     labels, n = label(gt.open(source), tile_shape="chunks")
-    monkeypatch.setattr(zarray.Array, "__setitem__", disk_full_after_two)
+    disk_full_after(2)
     with pytest.raises(SaveError, match="No space left on device"):
         gt.save(labels, target, tiles_in_flight=1)
-    monkeypatch.setattr(zarray.Array, "__setitem__", original)
+    disk_full_after(None)
     assert len((tmp_path / ".labels.zarr.partial" / DONE_LOG).read_text().splitlines()) == 2
     again, n_again = label(gt.open(source), tile_shape="chunks")
     assert again.name == labels.name and n_again == n == n_want

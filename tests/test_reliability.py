@@ -109,24 +109,13 @@ def test_unwritable_output_is_a_clear_error(tmp_path, image):
         folder.chmod(0o700)
 
 
-def test_a_failed_write_keeps_finished_tiles_and_resumes(tmp_path, image, monkeypatch):
-    import zarr.core.array as zarray
-
+def test_a_failed_write_keeps_finished_tiles_and_resumes(tmp_path, image, disk_full_after):
     target = tmp_path / "out.zarr"
     smoothed = gt.gaussian(image, 2.0, budget="64KiB")
-    original = zarray.Array.__setitem__
-    writes = {"n": 0}
-
-    def disk_full_after_three(self, key, value):
-        writes["n"] += 1
-        if writes["n"] > 3:
-            raise OSError(28, "No space left on device")
-        return original(self, key, value)
-
-    monkeypatch.setattr(zarray.Array, "__setitem__", disk_full_after_three)
+    disk_full_after(3)
     with pytest.raises(SaveError, match="No space left on device.*resume=True"):
         gt.save(smoothed, target, tiles_in_flight=1)
-    monkeypatch.setattr(zarray.Array, "__setitem__", original)
+    disk_full_after(None)
     partial = tmp_path / ".out.zarr.partial"
     assert not target.exists() and partial.is_dir()
     assert len((partial / DONE_LOG).read_text().splitlines()) == 3
