@@ -10,6 +10,8 @@ gpu_tiler's result is checked equal to SciPy's (labels and numbering).
 - cc3d:         ``cc3d.connected_components`` on the whole image (connected-components-3d);
 - gpu_tiler:    ``gpu_tiler.labels.label`` on the chunked image, computed into a NumPy array;
 - tilewise-ccl: ``tilewise_ccl.label_array`` with the same tiles, 2 threads (numbered in tile order);
+- scipy on our tiles: ``scipy.ndimage.label`` on the tiles gpu_tiler plans, 2 threads, labelling
+  alone (no tile assembly, merge, relabelling or final copy): the floor for SciPy-based tiling here;
 - dask-image:   ``dask_image.ndmeasure.label`` on the chunked image; slow, so it runs once, on the
   smallest size only, without a warm-up (what is reported is what was measured, nothing extrapolated).
 
@@ -74,6 +76,7 @@ def label_methods(mask, chunks):
         "cc3d (whole image)": lambda: cc3d.connected_components(mask, connectivity=4 if mask.ndim == 2 else 6),
         "gpu_tiler": lambda: label(chunked, 1)[0].compute(),
     }
+    methods["scipy on our tiles, 2 threads (labelling alone)"] = _labelling_alone(mask, chunked, structure)
     try:
         from tilewise_ccl import label_array
 
@@ -83,6 +86,31 @@ def label_methods(mask, chunks):
     except ImportError:
         pass
     return methods
+
+
+def _labelling_alone(mask, chunked, structure):
+    """SciPy labelling the tiles gpu_tiler plans, on 2 threads, and nothing else (no tile assembly,
+    merge, relabelling or final copy): the floor of any tile-parallel method built on SciPy here."""
+    import itertools
+    from concurrent.futures import ThreadPoolExecutor
+
+    import scipy.ndimage as ndi
+
+    from gpu_tiler.labels import label
+
+    tiles, pool = [], ThreadPoolExecutor(2)
+
+    def run():
+        if not tiles:  # prepared on the first (warm-up) call, so other methods' workers never label
+            chunks = label(chunked, 1)[0].chunks
+            bounds = [np.cumsum((0,) + c) for c in chunks]
+            tiles.extend(
+                np.ascontiguousarray(mask[tuple(slice(b[i], b[i + 1]) for b, i in zip(bounds, index))])
+                for index in itertools.product(*(range(len(c)) for c in chunks))
+            )
+        return list(pool.map(lambda tile: ndi.label(tile, structure), tiles))
+
+    return run
 
 
 def check_exact(mask, chunks) -> bool:
@@ -237,7 +265,8 @@ def main() -> int:
     print()
     print("| image (chunks) | method | median s | Mpx/s | speed vs scipy | gpu_tiler speed vs this |")
     print("| --- | --- | --- | --- | --- | --- |")
-    methods = ["scipy (whole image)", "cc3d (whole image)", "gpu_tiler", "tilewise-ccl (2 threads)"]
+    methods = ["scipy (whole image)", "cc3d (whole image)", "gpu_tiler", "tilewise-ccl (2 threads)",
+               "scipy on our tiles, 2 threads (labelling alone)"]
     for index, (name, shape, chunks, sigma) in enumerate(CASES):
         if args.only and name != args.only:
             continue
