@@ -36,7 +36,7 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.base import tokenize
 from dask.sizeof import sizeof
 
-from .._backends import resolve_backend
+from .._backends import namespace_of, resolve_backend
 from .._engine import as_dask
 from .._execute import active_client, run_bounded, tiles_in_flight_for_chunks
 from .._planning import default_tiles_in_flight as planned_tiles_in_flight
@@ -143,6 +143,62 @@ def _tiles_for(x: da.Array, backend, budget_bytes: int, tile_shape, regular: boo
     return x
 
 
+def _in_memory_chunks(source: da.Array):
+    """``key -> chunk`` for the chunks of ``source`` that are already data in its graph (a NumPy or
+    CuPy array wrapped by dask, a persisted array), or None when its chunks are tasks."""
+    layer = getattr(source.dask, "layers", {}).get(source.name)
+    if layer is None:
+        return None
+    first = layer.get((source.name,) + (0,) * source.ndim)
+    if not (hasattr(first, "shape") and hasattr(first, "dtype")):
+        return None
+    return layer
+
+
+def _tile_sources(source: da.Array, grid):
+    """Per tile, the argument that gives its voxels to a pass-1 task, and whether ``source`` stays
+    a dependency.
+
+    When every tile boundary is a chunk boundary of ``source`` and its chunks are data already in
+    the graph (in-memory images), each tile is assembled inside its own task from those chunks,
+    passed by value: no rechunk tasks, and no scheduling of one key per source chunk. Otherwise
+    ``None`` (the caller rechunks and passes tile keys).
+    """
+    chunks = _in_memory_chunks(source)
+    if chunks is None:
+        return None
+    source_bounds = [np.concatenate([[0], np.cumsum(c)]) for c in source.chunks]
+    tile_bounds = [np.concatenate([[0], np.cumsum(c)]) for c in grid.chunks]
+    if not all(np.isin(t, b).all() for t, b in zip(tile_bounds, source_bounds)):
+        return None
+    # along each axis: for each tile, the source chunk indices it covers
+    covers = [
+        [range(int(np.searchsorted(b, t[i])), int(np.searchsorted(b, t[i + 1]))) for i in range(len(t) - 1)]
+        for t, b in zip(tile_bounds, source_bounds)
+    ]
+    args = {}
+    for index in _tile_indices(grid.grid):
+        origin = grid.origin(index)
+        places, parts = [], []
+        for part in itertools.product(*(covers[a][i] for a, i in enumerate(index))):
+            start = [int(source_bounds[a][j]) - origin[a] for a, j in enumerate(part)]
+            places.append(tuple(slice(s0, s0 + source.chunks[a][j]) for a, (s0, j) in enumerate(zip(start, part))))
+            parts.append(chunks[(source.name, *part)])
+        args[index] = (_assemble_tile, grid.tile_shape(index), places, *parts)
+    return args
+
+
+def _assemble_tile(shape, places, *parts):
+    """One tile from the source chunks it covers (a single chunk is used as it is)."""
+    if len(parts) == 1:
+        return parts[0]
+    xp = namespace_of(parts[0])
+    tile = xp.empty(shape, dtype=parts[0].dtype)
+    for place, part in zip(places, parts):
+        tile[place] = part
+    return tile
+
+
 def _tile_indices(grid):
     return list(itertools.product(*(range(n) for n in grid)))
 
@@ -155,22 +211,28 @@ def _collect_all(indices, results):
     return dict(zip(indices, results))
 
 
-def _pass1_in_memory(x, grid, structure, backend, face_axes, token):
+def _pass1_in_memory(x, source, grid, structure, backend, face_axes, token):
     """Label every tile, keeping each tile's local labels in memory; return ``(tiles, summaries)``.
 
     On the local schedulers one computation brings every tile's ``(local labels, summary)`` back:
     ``tiles`` maps tile index to its :class:`_TileLabels`, which pass 2 embeds in its graph. On a
     dask.distributed cluster the local labels stay on the workers (persisted) and only the
     summaries travel: ``tiles`` is then the persisted pass-1 array, whose blocks are those pairs.
+    ``x`` is the image in tiles, ``source`` the image as given (see :func:`_tile_sources`).
     """
     indices = _tile_indices(grid.grid)
     tiles, gather = f"gpu_tiler-label-pass1-{token}", f"gpu_tiler-label-summaries-{token}"
     run = functools.partial(_label_in_memory, structure=structure, backend=backend, grid=grid, face_axes=face_axes)
-    dsk = {(tiles, *index): (run, (x.name, *index), index) for index in indices}
+    local = active_client() is None
+    by_value = _tile_sources(source, grid) if local else None
+    if by_value is None:
+        dsk = {(tiles, *index): (run, (x.name, *index), index) for index in indices}
+    else:
+        dsk = {(tiles, *index): (run, by_value[index], index) for index in indices}
     # an array collection whose blocks are (local labels, summary) pairs: internal, read by pass 2
-    pass1 = da.Array(HighLevelGraph.from_collections(tiles, dsk, dependencies=[x]), tiles, grid.chunks,
-                     meta=np.empty((0,) * x.ndim, dtype=object))
-    if active_client() is None:
+    graph = HighLevelGraph.from_collections(tiles, dsk, dependencies=[x] if by_value is None else [])
+    pass1 = da.Array(graph, tiles, grid.chunks, meta=np.empty((0,) * x.ndim, dtype=object))
+    if local:
         gather_dsk = {gather: (_collect_all, indices, [(tiles, *index) for index in indices])}
         everything = Delayed(gather, HighLevelGraph.from_collections(gather, gather_dsk, dependencies=[pass1]))
         results = everything.compute(optimize_graph=False)
@@ -332,12 +394,12 @@ def label(
     budget_bytes = chosen.device(budget).budget_bytes
     local_bytes = math.prod(x.shape) * local_label_dtype(math.prod(max(c) for c in x.chunks)).itemsize
     in_memory = mode == "memory" or (mode == "auto" and local_bytes <= budget_bytes)
-    x = _tiles_for(x, chosen, budget_bytes, tile_shape, regular=not in_memory)
+    source, x = x, _tiles_for(x, chosen, budget_bytes, tile_shape, regular=not in_memory)
     grid = TileGrid(tuple(x.shape), tuple(tuple(int(c) for c in cs) for cs in x.chunks))
     face_axes = connected_axes(struct)
     token = uuid.uuid4().hex[:16]
     if in_memory:
-        pass1, summaries = _pass1_in_memory(x, grid, struct, chosen, face_axes, token)
+        pass1, summaries = _pass1_in_memory(x, source, grid, struct, chosen, face_axes, token)
         store = None
     else:
         tile = tuple(max(c) for c in grid.chunks)
