@@ -116,6 +116,28 @@ def test_planned_tiles_follow_the_budget_and_the_chunk_edges():
         label(source, tile_shape=(0, 5))
 
 
+@pytest.mark.parametrize("how", ["numpy chunks", "persisted", "lazy pipeline"])
+def test_tiles_made_of_several_chunks_of_any_source(how, monkeypatch):
+    # tiles of in-memory chunks are assembled inside the labelling task; chunks that are tasks
+    # (a lazy pipeline) go through a rechunk; both equal SciPy, with uneven chunks inside tiles
+    from gpu_tiler.labels import _label as label_module
+
+    image = blobs((90, 77), sigma=1.5, seed=12)
+    want, n_want = expected(image, 2)
+    source = da.from_array(image, chunks=((20, 25, 25, 20), (30, 30, 17)))
+    if how == "persisted":
+        source = source.persist()
+    elif how == "lazy pipeline":
+        source = source.map_blocks(np.logical_not, dtype=bool).map_blocks(np.logical_not, dtype=bool)
+    assembled = []
+    original = label_module._tile_sources
+    monkeypatch.setattr(label_module, "_tile_sources", lambda *a: assembled.append(original(*a)) or assembled[-1])
+    labels, n = label(source, 2, tile_shape=(45, 60))  # tiles of 2x2 and 2x1 chunks
+    assert labels.chunks == ((45, 45), (60, 17)) and n == n_want
+    assert (assembled[0] is None) == (how == "lazy pipeline")
+    np.testing.assert_array_equal(labels.compute(), want)
+
+
 def test_spiral_is_one_object_through_every_tile():
     image = spiral(64)
     assert expected(image)[1] == 1
