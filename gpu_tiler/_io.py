@@ -90,7 +90,8 @@ def open(source, chunks=None, *, level=None) -> da.Array:  # noqa: A001 - the na
     dask array. ``chunks`` rechunks (dask's forms: a tuple, ``"auto"``, a number of voxels); by
     default the source's own chunks are kept. A path that does not exist is a ``FileNotFoundError``.
     An OME-Zarr image (NGFF 0.4 or 0.5) opens at full resolution, or at ``level`` (an index or a
-    dataset path); its axes and pixel sizes travel with the array (:func:`gpu_tiler.metadata_of`).
+    dataset path); its axes and pixel sizes travel with the array (:func:`gpu_tiler.metadata_of`), as
+    do those of an OME-TIFF (OME-XML) or ImageJ TIFF (resolution tags, z spacing, frame interval).
     """
     if isinstance(source, da.Array):
         return source if chunks is None else source.rechunk(chunks)
@@ -122,9 +123,11 @@ def _open_path(path: Path, chunks, level=None) -> da.Array:
         import tifffile
         import zarr
 
+        from ._ome import attach_metadata, tiff_metadata
+
         store = tifffile.imread(path, aszarr=True)
         z, where = _zarr_array_from(zarr.open(store, mode="r"), str(path))
-        return _from_zarr(z, where, chunks)
+        return attach_metadata(_from_zarr(z, where, chunks), tiff_metadata(path))
     if path.is_dir():
         import zarr
 

@@ -84,8 +84,8 @@ def normalize_unit(unit: str) -> str:
 def physical_to_pixels(values, metadata: ImageMetadata | None, units: str, what: str) -> tuple[float, ...]:
     """Per-axis physical lengths (in ``units``) converted to pixels with the image's pixel sizes."""
     if metadata is None:
-        raise ValueError(f"{what} in units={units!r} needs an image with pixel sizes (an OME-Zarr image opened with "
-                         f"gpu_tiler.open); this one has none: give {what} in pixels")
+        raise ValueError(f"{what} in units={units!r} needs an image with pixel sizes (an OME-Zarr, OME-TIFF or ImageJ "
+                         f"TIFF image opened with gpu_tiler.open); this one has none: give {what} in pixels")
     unit = normalize_unit(units)
     out = []
     for value, size, pixel_unit in zip(values, metadata.scale, metadata.units):
@@ -151,6 +151,83 @@ def read_multiscale(group, where: str, level: int | str | None):
 
 
 # ---- writing ------------------------------------------------------------------------------------
+
+
+#: tifffile's axis letters -> NGFF axis names (S: samples of an RGB pixel, a channel axis)
+_TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
+#: time units in OME-XML / ImageJ -> NGFF names
+_TIME_UNITS = {"s": "second", "sec": "second", "ms": "millisecond", "µs": "microsecond", "us": "microsecond",
+               "ns": "nanosecond", "min": "minute", "h": "hour"}
+
+
+def _length_unit(unit) -> str | None:
+    """The NGFF name of a length unit written in a TIFF (None for unknown ones such as 'pixel')."""
+    if not isinstance(unit, str):
+        return None
+    unit = unit.strip().replace("\\u00B5", "µ").replace("\u03bc", "µ")  # an escaped or Greek mu
+    name = UNIT_ALIASES.get(unit, UNIT_ALIASES.get(unit.lower(), unit.lower()))
+    return name if name in LENGTH_UNITS else None
+
+
+def _tiff_axis_names(letters: str) -> tuple[str, ...]:
+    names = []
+    for letter in letters:
+        name = _TIFF_AXES.get(letter, letter.lower())
+        names.append(name if name not in names else letter.lower())  # C and S both present: keep "s"
+    return tuple(names)
+
+
+def _ome_sizes(ome_xml: str) -> dict:
+    """axis name -> (size, unit) from an OME-XML document's first image."""
+    import tifffile
+
+    image = tifffile.xml2dict(ome_xml).get("OME", {}).get("Image", {})
+    pixels = (image[0] if isinstance(image, list) else image).get("Pixels", {})
+    sizes = {}
+    for letter in "XYZ":
+        if f"PhysicalSize{letter}" in pixels:
+            unit = _length_unit(pixels.get(f"PhysicalSize{letter}Unit", "µm"))
+            sizes[letter.lower()] = (float(pixels[f"PhysicalSize{letter}"]), unit)
+    if "TimeIncrement" in pixels:
+        sizes["t"] = (float(pixels["TimeIncrement"]), _TIME_UNITS.get(pixels.get("TimeIncrementUnit", "s")))
+    return sizes
+
+
+def _imagej_sizes(tif) -> dict:
+    """axis name -> (size, unit) from an ImageJ TIFF: x/y from the resolution tags, z spacing, frame interval."""
+    info = tif.imagej_metadata or {}
+    unit = _length_unit(info.get("unit"))
+    sizes = {}
+    tags = tif.pages[0].tags
+    for letter, tag in (("x", "XResolution"), ("y", "YResolution")):
+        if tag in tags:
+            numerator, denominator = tags[tag].value
+            if numerator and denominator and (numerator, denominator) != (1, 1):
+                sizes[letter] = (denominator / numerator, unit)
+    if info.get("spacing"):
+        sizes["z"] = (float(info["spacing"]), unit)
+    if info.get("finterval"):
+        sizes["t"] = (float(info["finterval"]), "second")
+    return sizes
+
+
+def tiff_metadata(path) -> ImageMetadata | None:
+    """Axes and pixel sizes of an OME-TIFF or ImageJ TIFF's first series (None for a plain TIFF)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if not (tif.is_ome or tif.is_imagej):
+            return None
+        series = tif.series[0]
+        sizes = _ome_sizes(tif.ome_metadata) if tif.is_ome else _imagej_sizes(tif)
+        axes = _tiff_axis_names(series.axes)
+    ndim = len(axes)
+    found = [sizes.get(a) for a in axes]
+    return ImageMetadata(
+        axes, tuple(_AXIS_TYPES.get(a) for a in axes),
+        tuple(f[0] if f else 1.0 for f in found), tuple(f[1] if f else None for f in found), (0.0,) * ndim,
+        name=getattr(series, "name", None) or None,
+    )
 
 
 def pyramid_factors(shape, metadata: ImageMetadata, levels: int | None, smallest: int = 256):
