@@ -183,7 +183,10 @@ def _tile_sources(source: da.Array, grid):
         for part in itertools.product(*(covers[a][i] for a, i in enumerate(index))):
             start = [int(source_bounds[a][j]) - origin[a] for a, j in enumerate(part)]
             places.append(tuple(slice(s0, s0 + source.chunks[a][j]) for a, (s0, j) in enumerate(zip(start, part))))
-            parts.append(chunks[(source.name, *part)])
+            chunk = chunks[(source.name, *part)]
+            if not (hasattr(chunk, "shape") and hasattr(chunk, "dtype")):
+                return None  # a graph mixing data and tasks: leave it to dask
+            parts.append(chunk)
         args[index] = (_assemble_tile, grid.tile_shape(index), places, *parts)
     return args
 
