@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 
 import dask.array as da
@@ -19,6 +20,17 @@ import numpy as np
 from ._execute import run_bounded, tiles_in_flight_for_chunks
 
 _TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf", ".tf8")
+#: dask name -> the job name save(resume=True) records, for results whose dask name is unique to
+#: one call (labels hold that call's pass-1 tiles) but whose job is fixed by input and parameters
+_JOB_NAMES: OrderedDict[str, str] = OrderedDict()
+
+
+def remember_job_name(array, job_name: str):
+    """Record that saving ``array`` is the job ``job_name`` (what resume compares)."""
+    _JOB_NAMES[array.name] = job_name
+    while len(_JOB_NAMES) > 1024:
+        _JOB_NAMES.popitem(last=False)
+    return array
 
 
 def _is_zarr_dir(path: Path) -> bool:
@@ -199,9 +211,11 @@ def save(
     multiscale image: level 0 tile by tile, then ``pyramid_levels`` levels in all (default: halving
     the space axes until the largest is under 256), each computed from the stored level before
     within the budget: the mean for ``kind="image"``, every second voxel for ``kind="labels"`` (no
-    label is invented). Axes and pixel sizes come from the array's metadata (an OME-Zarr input
-    carries them through every operation), overridden by ``axes`` (e.g. ``"zyx"``), ``scale`` (pixel
-    sizes) and ``units``. Saving labels to ``<image>.ome.zarr/labels/<name>`` registers them in the
+    label is invented). Axes and pixel sizes come from the array's metadata (an OME-Zarr, OME-TIFF or
+    ImageJ TIFF input carries them through every operation), overridden by ``axes`` (e.g. ``"zyx"``),
+    ``scale`` (pixel sizes) and ``units``. OME-Zarr orders axes time, channel, space: an image with
+    its axes in another order (an ImageJ ``tzcyx`` stack, an RGB ``yxc`` image) is written transposed
+    into that order, its axes named, so viewers read it the right way round. Saving labels to ``<image>.ome.zarr/labels/<name>`` registers them in the
     image's ``labels`` group so viewers overlay them.
 
     When a save fails: a write that fails (disk full, permissions) raises :class:`SaveError` and
@@ -224,6 +238,13 @@ def save(
     if kind not in ("image", "labels"):
         raise ValueError(f"kind={kind!r} must be 'image' or 'labels'")
     source = as_dask(array)
+    if format == "ome-zarr":
+        from ._ome import metadata_of, ngff_order, permuted, with_metadata
+
+        meta = with_metadata(metadata_of(array) or metadata_of(source), source.ndim, axes, scale, units)
+        order = ngff_order(meta)
+        if order is not None:  # e.g. an ImageJ TZCYX stack: OME-Zarr wants TCZYX
+            source, meta = source.transpose(order), permuted(meta, order)
     chunk_shape = _regular_chunks(source)
     if chunk_shape is None:
         source = source.rechunk(tuple(max(c) for c in source.chunks))
@@ -238,13 +259,12 @@ def save(
             tiles_in_flight = tiles_in_flight_for_chunks(source, NUMPY.device(budget).budget_bytes)
     ome = None
     if format == "ome-zarr":
-        from ._ome import metadata_of, pyramid_factors, with_metadata
+        from ._ome import pyramid_factors
 
-        meta = with_metadata(metadata_of(array) or metadata_of(source), source.ndim, axes, scale, units)
         factors = pyramid_factors(source.shape, meta, pyramid_levels)
         ome = (meta, factors)
     job = {
-        "format": 1, "array": source.name, "shape": list(source.shape), "dtype": str(source.dtype),
+        "format": 1, "array": _JOB_NAMES.get(getattr(array, "name", None), source.name), "shape": list(source.shape), "dtype": str(source.dtype),
         "chunks": list(chunk_shape), "zarr_format": zarr_format, "output": format,
     }
     partial = target.parent / f".{target.name}.partial"

@@ -8,6 +8,7 @@ gpu_tiler operation passes them on to its result, and :func:`gpu_tiler.save` wri
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
@@ -200,11 +201,11 @@ def _imagej_sizes(tif) -> dict:
     sizes = {}
     tags = tif.pages[0].tags
     for letter, tag in (("x", "XResolution"), ("y", "YResolution")):
-        if tag in tags:
+        if unit is not None and tag in tags:  # without a length unit (ImageJ's "pixel"), dpi say nothing
             numerator, denominator = tags[tag].value
-            if numerator and denominator and (numerator, denominator) != (1, 1):
+            if numerator and denominator:
                 sizes[letter] = (denominator / numerator, unit)
-    if info.get("spacing"):
+    if unit is not None and info.get("spacing"):
         sizes["z"] = (float(info["spacing"]), unit)
     if info.get("finterval"):
         sizes["t"] = (float(info["finterval"]), "second")
@@ -212,7 +213,35 @@ def _imagej_sizes(tif) -> dict:
 
 
 def tiff_metadata(path) -> ImageMetadata | None:
-    """Axes and pixel sizes of an OME-TIFF or ImageJ TIFF's first series (None for a plain TIFF)."""
+    """Axes and pixel sizes of an OME-TIFF or ImageJ TIFF's first series (None for a plain TIFF).
+
+    Metadata that cannot be read (a malformed OME-XML value, say) is a warning, not an error: the
+    image still opens, without pixel sizes.
+    """
+    try:
+        return _tiff_metadata(path)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        warnings.warn(f"{path}: could not read axes and pixel sizes from the TIFF metadata ({exc}); opening "
+                      "it without them", stacklevel=3)
+        return None
+
+
+def ngff_order(metadata: ImageMetadata) -> tuple[int, ...] | None:
+    """The axis order OME-Zarr requires (time, then channel or custom, then space), or None when
+    ``metadata``'s axes are in it already."""
+    rank = {"time": 0, "space": 2}
+    order = tuple(sorted(range(len(metadata.axes)), key=lambda i: (rank.get(metadata.types[i], 1), i)))
+    return None if order == tuple(range(len(order))) else order
+
+
+def permuted(metadata: ImageMetadata, order) -> ImageMetadata:
+    """``metadata`` of the array transposed by ``order``."""
+    pick = lambda values: tuple(values[i] for i in order)  # noqa: E731
+    return replace(metadata, axes=pick(metadata.axes), types=pick(metadata.types), scale=pick(metadata.scale),
+                   units=pick(metadata.units), translation=pick(metadata.translation))
+
+
+def _tiff_metadata(path) -> ImageMetadata | None:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:

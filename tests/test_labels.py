@@ -9,6 +9,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -228,11 +229,50 @@ def test_tile_labels_pickle_with_their_mapping_state():
     copy = pickle.loads(pickle.dumps(tile))  # as a cluster would send it before pass 2
     np.testing.assert_array_equal(tile.to_global(lut, backend=numpy, to_host=True), [[0, 7], [5, 7]])
     np.testing.assert_array_equal(tile.to_global(lut, backend=numpy, to_host=True), [[0, 7], [5, 7]])
-    mapped = pickle.loads(pickle.dumps(tile))  # a mapped tile stays mapped
+    mapped = pickle.loads(pickle.dumps(tile))  # a mapped tile stays mapped, and read-only
+    assert not mapped.array.flags.writeable
     np.testing.assert_array_equal(mapped.to_global(lut, backend=numpy, to_host=True), [[0, 7], [5, 7]])
     np.testing.assert_array_equal(copy.to_global(lut, backend=numpy, to_host=True), [[0, 7], [5, 7]])
     wide = _TileLabels(np.array([0, 2, 1], dtype=np.int32))  # another dtype: mapped into a new array
     np.testing.assert_array_equal(wide.to_global(lut.astype(np.int64), backend=numpy, to_host=True), [0, 5, 7])
+    np.testing.assert_array_equal(wide.array, [0, 2, 1])
+
+
+def test_an_interrupted_mapping_resumes_where_it_stopped(monkeypatch):
+    from gpu_tiler._backends import get_backend
+    from gpu_tiler.labels import _label as label_module
+
+    numpy = get_backend("numpy")
+    local = np.arange(40, dtype=np.int32) % 4
+    lut = np.array([0, 3, 1, 2], dtype=np.int32)
+    tile = label_module._TileLabels(local.copy())
+    monkeypatch.setattr(label_module, "_TAKE_SLAB", 8)
+    original, calls = np.take, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(np, "take", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tile.to_global(lut, backend=numpy, to_host=True)
+    assert tile.mapped == 16 and not tile.is_global
+    sent = pickle.loads(pickle.dumps(tile))  # a half-mapped tile moved to another worker
+    np.testing.assert_array_equal(tile.to_global(lut, backend=numpy, to_host=True), lut[local])
+    np.testing.assert_array_equal(sent.to_global(lut, backend=numpy, to_host=True), lut[local])
+
+
+def test_blocks_handed_out_cannot_corrupt_the_result():
+    image = blobs((60, 50), fraction=0.5, seed=3)
+    want, _ = expected(image)
+    labels, _ = label(da.from_array(image, chunks=(30, 50)), tile_shape="chunks")
+    blocks = dask.compute(*labels.to_delayed().ravel())
+    with pytest.raises(ValueError, match="read-only"):
+        blocks[0][...] = 0
+    np.testing.assert_array_equal(labels.compute(), want)
+    assert labels.compute().flags.writeable  # compute() gives the caller its own array
 
 
 def test_opencl_merger_in_label_equals_scipy():
@@ -430,8 +470,28 @@ def test_saving_labels_resumes_after_a_failed_write(tmp_path, disk_full_after):
     disk_full_after(None)
     assert len((tmp_path / ".labels.zarr.partial" / DONE_LOG).read_text().splitlines()) == 2
     again, n_again = label(gt.open(source), tile_shape="chunks")
-    assert again.name == labels.name and n_again == n == n_want
+    assert again.name != labels.name and n_again == n == n_want  # each result holds its own tiles
     out = gt.save(again, target, resume=True)
     np.testing.assert_array_equal(out.compute(), want)
-    other, _ = label(gt.open(source), 2, tile_shape="chunks")
-    assert other.name != labels.name  # another connectivity is another job
+    other, _ = label(gt.open(source), 2, tile_shape="chunks")  # another connectivity: another job
+    disk_full_after(0)
+    with pytest.raises(SaveError):
+        gt.save(other, tmp_path / "other.zarr")
+    disk_full_after(None)
+    with pytest.raises(ValueError, match="different job"):
+        gt.save(labels, tmp_path / "other.zarr", resume=True)
+
+
+def test_two_labellings_of_an_array_changed_in_between_stay_apart():
+    import zarr
+
+    image = blobs((40, 50), fraction=0.5, seed=21)
+    store = zarr.create_array(store={}, shape=image.shape, chunks=(20, 25), dtype=bool)
+    store[...] = image
+    source = gt.open(store)
+    before, _ = label(source, tile_shape="chunks")
+    store[...] = ~image  # same dask name for the input, other voxels
+    after, _ = label(gt.open(store), tile_shape="chunks")
+    got_before, got_after = dask.compute(before, after)
+    np.testing.assert_array_equal(got_before, expected(image)[0])
+    np.testing.assert_array_equal(got_after, expected(~image)[0])

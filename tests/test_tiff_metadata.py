@@ -59,3 +59,44 @@ def test_plain_tiff_has_no_metadata(tmp_path):
     path = tmp_path / "plain.tif"
     tifffile.imwrite(path, np.zeros((8, 9), np.uint8))
     assert gt.metadata_of(gt.open(path)) is None
+
+
+def test_imagej_hyperstack_is_written_to_ome_zarr_in_ngff_axis_order(tmp_path):
+    stack = np.random.default_rng(2).integers(0, 4000, (2, 5, 3, 30, 20)).astype(np.uint16)
+    path = tmp_path / "hyper.tif"
+    tifffile.imwrite(path, stack, imagej=True, resolution=(4.0, 4.0),
+                     metadata={"axes": "TZCYX", "spacing": 2.0, "unit": "um"})
+    x = gt.open(path)
+    assert gt.metadata_of(x).axes == tuple("tzcyx")
+    out = gt.save(x, tmp_path / "hyper.ome.zarr", format="ome-zarr", pyramid_levels=1)
+    again = gt.open(tmp_path / "hyper.ome.zarr")
+    meta = gt.metadata_of(again)
+    assert meta.axes == tuple("tczyx") and meta.scale == (1.0, 1.0, 2.0, 0.25, 0.25)
+    np.testing.assert_array_equal(again.compute(), stack.transpose(0, 2, 1, 3, 4))
+    np.testing.assert_array_equal(out.compute(), stack.transpose(0, 2, 1, 3, 4))
+
+
+def test_rgb_is_written_channel_first(tmp_path):
+    rgb = np.random.default_rng(4).integers(0, 255, (24, 32, 3)).astype(np.uint8)
+    path = tmp_path / "rgb.ome.tif"
+    tifffile.imwrite(path, rgb, ome=True, photometric="rgb", metadata={"axes": "YXS"})
+    gt.save(gt.open(path), tmp_path / "rgb.ome.zarr", format="ome-zarr", pyramid_levels=1)
+    again = gt.open(tmp_path / "rgb.ome.zarr")
+    assert gt.metadata_of(again).axes == ("c", "y", "x")
+    np.testing.assert_array_equal(again.compute(), np.moveaxis(rgb, -1, 0))
+
+
+def test_unreadable_or_unitless_metadata_opens_without_pixel_sizes(tmp_path):
+    bad = tmp_path / "bad.ome.tif"
+    tifffile.imwrite(bad, np.zeros((4, 6, 5), np.uint8), ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": 0.5})
+    with tifffile.TiffFile(bad, mode="r+") as tif:  # an empty PhysicalSizeX, as some writers leave it
+        tif.pages[0].tags["ImageDescription"].overwrite(tif.ome_metadata.replace('PhysicalSizeX="0.5"',
+                                                                                'PhysicalSizeX=""'))
+    with pytest.warns(UserWarning, match="could not read axes and pixel sizes"):
+        x = gt.open(bad)
+    assert gt.metadata_of(x) is None and x.shape == (4, 6, 5)
+    pixels = tmp_path / "pixels.tif"  # ImageJ's default unit: the resolution tags are not sizes
+    tifffile.imwrite(pixels, np.zeros((3, 6, 5), np.uint8), imagej=True, resolution=(72.0, 72.0),
+                     metadata={"axes": "ZYX", "unit": "pixel", "spacing": 1.0})
+    meta = gt.metadata_of(gt.open(pixels))
+    assert meta.scale == (1.0, 1.0, 1.0) and meta.units == (None, None, None)

@@ -38,6 +38,7 @@ from dask.sizeof import sizeof
 
 from .._backends import namespace_of, resolve_backend
 from .._engine import as_dask
+from .._io import remember_job_name
 from .._execute import active_client, run_bounded, tiles_in_flight_for_chunks
 from .._planning import default_tiles_in_flight as planned_tiles_in_flight
 from .._planning import plan_tiles
@@ -293,29 +294,46 @@ def _relabel(local, lut, *, backend, to_host, in_place=False):
 class _TileLabels:
     """One tile's labels kept in memory between the passes: local after pass 1, global after pass 2.
 
-    Pass 2 maps them in place, once, so labels held in memory cost one array per tile rather than
-    two; later computations of the result get the mapped array. A lock keeps two threads from
-    mapping one tile twice; a copy sent to another process carries whether it is mapped.
+    On NumPy, pass 2 maps them in place, once, so labels held in memory cost one array per tile
+    rather than two; later computations of the result get the mapped array, made read-only so that
+    code mutating the blocks it is given cannot corrupt them. Mapping runs slab by slab under a lock
+    and records how far it got: an interrupted mapping resumes where it stopped, a second thread
+    waits, and a pickled copy (a dask.distributed worker spilling or moving the tile) carries a
+    consistent state. On CuPy each computation maps into a new device array.
     """
 
     def __init__(self, array):
         self.array = array
+        self.mapped = 0  # voxels of the flattened tile already mapped (NumPy, in place)
         self.is_global = False
         self._lock = threading.Lock()
 
     def to_global(self, lut, *, backend, to_host):
+        in_place = (
+            backend.xp is np and self.array.dtype == lut.dtype and self.array.flags.c_contiguous
+        )
+        if not in_place:  # a new array every time; the local labels stay as they are
+            return _relabel(self.array, lut, backend=backend, to_host=to_host)
         with self._lock:
             if not self.is_global:
-                self.array = _relabel(self.array, lut, backend=backend, to_host=False, in_place=True)
+                flat = self.array.reshape(-1)
+                for start in range(self.mapped, flat.size, _TAKE_SLAB):
+                    piece = slice(start, start + _TAKE_SLAB)
+                    np.take(lut, flat[piece], out=flat[piece], mode="clip")
+                    self.mapped = min(start + _TAKE_SLAB, flat.size)
+                self.array.flags.writeable = False
                 self.is_global = True
-        return backend.to_host(self.array) if to_host else self.array
+        return self.array
 
     def __getstate__(self):
-        return {"array": self.array, "is_global": self.is_global}
+        with self._lock:
+            return {"array": self.array, "mapped": self.mapped, "is_global": self.is_global}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        if self.is_global and isinstance(self.array, np.ndarray):
+            self.array.flags.writeable = False
 
 
 @sizeof.register(_TileLabels)
@@ -373,8 +391,8 @@ def label(
     and the relabelling run on the GPU. ``merger``: the union-find (``"numpy"``, ``"opencl"``,
     ``"cuda"``; default: CUDA on CuPy, NumPy on the host).
 
-    The result is named by its input, tiles, structure and dtype, so saving the labels of the same
-    image again with ``gpu_tiler.save(labels, path, resume=True)`` resumes an interrupted save.
+    Saving the labels of the same image again (same input, tiles, structure and dtype) with
+    ``gpu_tiler.save(labels, path, resume=True)`` resumes an interrupted save.
 
     Pass 1's local labels are kept for pass 2: ``scratch="auto"`` keeps them in memory when they fit
     the budget and otherwise writes them to a temporary zarr store (removed when the result is no
@@ -414,9 +432,11 @@ def label(
     del summaries
     out_dtype = _result_dtype(requested, n_objects, math.prod(grid.shape))
     source = (pass1, None) if store is None else (None, store)
-    # named by what determines the result, so a save(labels, resume=True) of the same job resumes
-    name = "gpu_tiler-label-" + tokenize(x.name, grid.chunks, struct.tobytes(), struct.shape, str(out_dtype), chosen.name)
-    labels = _pass2(x, grid, chosen, label_of_piece.astype(out_dtype), piece_ranges, source, name)
+    # a name of its own (the graph holds this call's tiles); saving it is a job named by what
+    # determines the result, so a save(labels, resume=True) of the same labelling resumes
+    labels = _pass2(x, grid, chosen, label_of_piece.astype(out_dtype), piece_ranges, source, f"gpu_tiler-label-{token}")
+    job = tokenize(x.name, grid.chunks, struct.tobytes(), struct.shape, str(out_dtype), chosen.name, n_objects)
+    remember_job_name(labels, f"gpu_tiler-label-{job}")
     return attach_metadata(labels, axes_and_sizes), n_objects
 
 
