@@ -392,7 +392,9 @@ def label(
     ``"cuda"``; default: CUDA on CuPy, NumPy on the host).
 
     Saving the labels of the same image again (same input, tiles, structure and dtype) with
-    ``gpu_tiler.save(labels, path, resume=True)`` resumes an interrupted save.
+    ``gpu_tiler.save(labels, path, resume=True)`` resumes an interrupted save. When the labels are
+    held in memory their blocks are shared between computations and handed to ``map_blocks``
+    functions read-only (``compute()`` returns an array of your own).
 
     Pass 1's local labels are kept for pass 2: ``scratch="auto"`` keeps them in memory when they fit
     the budget and otherwise writes them to a temporary zarr store (removed when the result is no
