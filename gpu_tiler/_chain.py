@@ -13,6 +13,7 @@ earlier step that reaches along that axis also wraps, and a chain that breaks th
 """
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
@@ -197,10 +198,19 @@ def apply_operation(image, operation: Operation, *, fuse: bool = True, budget=No
         working_copies=2 + len(steps), image_shape=source.shape, operations=operations,
         name=f"gpu_tiler-{'-'.join(op.name for op in operations)}-{_token(source, operations, budget, tile_shape)}",
     )
-    _CHAINS[out.name] = (source, operations)
+    entry = (source, operations)
+    _CHAINS[out.name] = entry
+    # the entry lives as long as the result: a dropped result must not keep its input's graph
+    # (and any image data in it) alive
+    weakref.finalize(out, _forget_chain, out.name, entry)
     while len(_CHAINS) > 512:
         _CHAINS.popitem(last=False)
     return out
+
+
+def _forget_chain(name, entry):
+    if _CHAINS.get(name) is entry:
+        del _CHAINS[name]
 
 
 def _token(source, operations, budget, tile_shape):

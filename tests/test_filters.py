@@ -192,6 +192,20 @@ def test_fused_chain_equals_sequential(mode):
     np.testing.assert_array_equal(apart.compute(), expected)
 
 
+def test_a_dropped_result_does_not_keep_its_input_alive():
+    import gc
+
+    from gpu_tiler._chain import _CHAINS
+
+    image = sample((40, 40), np.float32)
+    smoothed = F.gaussian(F.median(image, 3), 1.0)  # the temporary median result is fused, then dropped
+    name = smoothed.name
+    assert name in _CHAINS and gt.plan_of(smoothed).halo == (1 + 4,) * 2
+    del smoothed
+    gc.collect()
+    assert name not in _CHAINS  # nor, with it, the input's graph and the image data in it
+
+
 def test_wrap_after_another_mode_is_not_fused_and_still_exact():
     image = sample((30, 33), np.float64)
     x = da.from_array(image, chunks=(8, 8))
