@@ -13,6 +13,7 @@ earlier step that reaches along that axis also wraps, and a chain that breaks th
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -198,19 +199,30 @@ def apply_operation(image, operation: Operation, *, fuse: bool = True, budget=No
         working_copies=2 + len(steps), image_shape=source.shape, operations=operations,
         name=f"gpu_tiler-{'-'.join(op.name for op in operations)}-{_token(source, operations, budget, tile_shape)}",
     )
-    entry = (source, operations)
-    _CHAINS[out.name] = entry
-    # the entry lives as long as the result: a dropped result must not keep its input's graph
-    # (and any image data in it) alive
-    weakref.finalize(out, _forget_chain, out.name, entry)
-    while len(_CHAINS) > 512:
-        _CHAINS.popitem(last=False)
+    # the record lives as long as a result of that name does: a dropped result must not keep its
+    # input's graph (and any image data in it) alive; equal calls give equal names, hence the count
+    with _CHAINS_LOCK:
+        _CHAINS[out.name] = (source, operations)
+        _CHAIN_HOLDERS[out.name] = _CHAIN_HOLDERS.get(out.name, 0) + 1
+        while len(_CHAINS) > 512:
+            _CHAINS.popitem(last=False)
+    weakref.finalize(out, _forget_chain, out.name)
     return out
 
 
-def _forget_chain(name, entry):
-    if _CHAINS.get(name) is entry:
-        del _CHAINS[name]
+#: reentrant: a result's finalizer may run (garbage collection) while this thread holds the lock
+_CHAINS_LOCK = threading.RLock()
+_CHAIN_HOLDERS: dict[str, int] = {}
+
+
+def _forget_chain(name):
+    with _CHAINS_LOCK:
+        left = _CHAIN_HOLDERS.get(name, 1) - 1
+        if left > 0:
+            _CHAIN_HOLDERS[name] = left
+        else:
+            _CHAIN_HOLDERS.pop(name, None)
+            _CHAINS.pop(name, None)
 
 
 def _token(source, operations, budget, tile_shape):

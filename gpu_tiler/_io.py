@@ -238,6 +238,7 @@ def save(
     if kind not in ("image", "labels"):
         raise ValueError(f"kind={kind!r} must be 'image' or 'labels'")
     source = as_dask(array)
+    plan, job_name = plan_of(source), _JOB_NAMES.get(source.name, source.name)
     if format == "ome-zarr":
         from ._ome import metadata_of, ngff_order, permuted, with_metadata
 
@@ -245,12 +246,12 @@ def save(
         order = ngff_order(meta)
         if order is not None:  # e.g. an ImageJ TZCYX stack: OME-Zarr wants TCZYX
             source, meta = source.transpose(order), permuted(meta, order)
+            job_name = f"{job_name}-transposed-{'-'.join(map(str, order))}"
     chunk_shape = _regular_chunks(source)
     if chunk_shape is None:
         source = source.rechunk(tuple(max(c) for c in source.chunks))
         chunk_shape = _regular_chunks(source)
     if tiles_in_flight is None:
-        plan = plan_of(source)
         if plan is not None and budget is None:
             tiles_in_flight = plan.tiles_in_flight
         else:
@@ -264,7 +265,7 @@ def save(
         factors = pyramid_factors(source.shape, meta, pyramid_levels)
         ome = (meta, factors)
     job = {
-        "format": 1, "array": _JOB_NAMES.get(getattr(array, "name", None), source.name), "shape": list(source.shape), "dtype": str(source.dtype),
+        "format": 1, "array": job_name, "shape": list(source.shape), "dtype": str(source.dtype),
         "chunks": list(chunk_shape), "zarr_format": zarr_format, "output": format,
     }
     partial = target.parent / f".{target.name}.partial"

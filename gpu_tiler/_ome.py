@@ -220,7 +220,7 @@ def tiff_metadata(path) -> ImageMetadata | None:
     """
     try:
         return _tiff_metadata(path)
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+    except Exception as exc:  # noqa: BLE001 - malformed XML is a SyntaxError, odd values anything else
         warnings.warn(f"{path}: could not read axes and pixel sizes from the TIFF metadata ({exc}); opening "
                       "it without them", stacklevel=3)
         return None

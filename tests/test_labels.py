@@ -238,7 +238,10 @@ def test_tile_labels_pickle_with_their_mapping_state():
     np.testing.assert_array_equal(wide.array, [0, 2, 1])
 
 
-def test_an_interrupted_mapping_resumes_where_it_stopped(monkeypatch):
+@pytest.mark.parametrize("thread", ["main", "worker"])
+def test_an_interrupted_mapping_resumes_where_it_stopped(monkeypatch, thread):
+    # Ctrl-C lands after a C call returns: the third slab is mapped, then the interrupt arrives
+    # (main thread); a worker thread's mapping interrupted between slabs resumes from its progress
     from gpu_tiler._backends import get_backend
     from gpu_tiler.labels import _label as label_module
 
@@ -251,17 +254,35 @@ def test_an_interrupted_mapping_resumes_where_it_stopped(monkeypatch):
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
+        result = original(*args, **kwargs) if thread == "main" or calls["n"] != 3 else None
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return original(*args, **kwargs)
+        return result
 
     monkeypatch.setattr(np, "take", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        tile.to_global(lut, backend=numpy, to_host=True)
+    if thread == "main":
+        with pytest.raises(KeyboardInterrupt):
+            tile.to_global(lut, backend=numpy, to_host=True)
+    else:
+        with ThreadPoolExecutor(1) as pool, pytest.raises(KeyboardInterrupt):
+            pool.submit(tile.to_global, lut, backend=numpy, to_host=True).result()
     assert tile.mapped == 16 and not tile.is_global
     sent = pickle.loads(pickle.dumps(tile))  # a half-mapped tile moved to another worker
     np.testing.assert_array_equal(tile.to_global(lut, backend=numpy, to_host=True), lut[local])
     np.testing.assert_array_equal(sent.to_global(lut, backend=numpy, to_host=True), lut[local])
+
+
+def test_a_slab_cut_short_while_copied_in_is_copied_again():
+    from gpu_tiler._backends import get_backend
+    from gpu_tiler.labels._label import _TileLabels
+
+    local = np.arange(12, dtype=np.int32) % 3
+    lut = np.array([0, 2, 1], dtype=np.int32)
+    tile = _TileLabels(local.copy())
+    tile.mapped, tile.pending = 4, (4, lut[local[4:8]])  # interrupted while slab 4:8 was copied in
+    tile.array[4:6] = lut[local[4:6]]  # half of it made it
+    tile.array[:4] = lut[local[:4]]
+    np.testing.assert_array_equal(tile.to_global(lut, backend=get_backend("numpy"), to_host=True), lut[local])
 
 
 def test_blocks_handed_out_cannot_corrupt_the_result():

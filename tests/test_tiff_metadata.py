@@ -100,3 +100,32 @@ def test_unreadable_or_unitless_metadata_opens_without_pixel_sizes(tmp_path):
                      metadata={"axes": "ZYX", "unit": "pixel", "spacing": 1.0})
     meta = gt.metadata_of(gt.open(pixels))
     assert meta.scale == (1.0, 1.0, 1.0) and meta.units == (None, None, None)
+
+
+def test_saving_in_ngff_order_keeps_the_plan_and_names_the_transposed_job(tmp_path, disk_full_after, monkeypatch):
+    import json
+
+    import gpu_tiler._io as io
+    from gpu_tiler._io import MANIFEST, SaveError
+
+    stack = np.random.default_rng(5).integers(0, 4000, (2, 4, 3, 40, 30)).astype(np.uint16)
+    path = tmp_path / "hyper.tif"
+    tifffile.imwrite(path, stack, imagej=True, metadata={"axes": "TZCYX"})
+    smoothed = gt.gaussian(gt.open(path, chunks=(1, 4, 1, 20, 30)), 1.0, budget="256KiB")
+    planned = gt.plan_of(smoothed).tiles_in_flight
+    in_flight, original = [], io.run_bounded
+
+    def recording(*args, **kwargs):
+        in_flight.append(args[2])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(io, "run_bounded", recording)
+    disk_full_after(0)
+    with pytest.raises(SaveError):
+        gt.save(smoothed, tmp_path / "out.ome.zarr", format="ome-zarr", pyramid_levels=1, resume=True)
+    disk_full_after(None)
+    assert in_flight[0] == planned  # the filter's plan, not a default, though the array was transposed
+    job = json.loads((tmp_path / ".out.ome.zarr.partial" / "0" / MANIFEST).read_text())  # level 0
+    assert job["array"].endswith("-transposed-0-2-1-3-4")
+    out = gt.save(smoothed, tmp_path / "out.ome.zarr", format="ome-zarr", pyramid_levels=1, resume=True)
+    np.testing.assert_array_equal(out.compute(), gt.gaussian(gt.open(path), 1.0).compute().transpose(0, 2, 1, 3, 4))

@@ -297,37 +297,63 @@ class _TileLabels:
     On NumPy, pass 2 maps them in place, once, so labels held in memory cost one array per tile
     rather than two; later computations of the result get the mapped array, made read-only so that
     code mutating the blocks it is given cannot corrupt them. Mapping runs slab by slab under a lock
-    and records how far it got: an interrupted mapping resumes where it stopped, a second thread
-    waits, and a pickled copy (a dask.distributed worker spilling or moving the tile) carries a
-    consistent state. On CuPy each computation maps into a new device array.
+    and records how far it got (see :meth:`_map_in_place`): an interrupted mapping resumes where it
+    stopped, a second thread waits, and a pickled copy (a dask.distributed worker spilling or moving
+    the tile) carries a consistent state. On CuPy each computation maps into a new device array.
     """
 
     def __init__(self, array):
         self.array = array
         self.mapped = 0  # voxels of the flattened tile already mapped (NumPy, in place)
+        self.pending = None  # (start, mapped slab) being copied in when an interruption came
         self.is_global = False
         self._lock = threading.Lock()
 
     def to_global(self, lut, *, backend, to_host):
         in_place = (
             backend.xp is np and self.array.dtype == lut.dtype and self.array.flags.c_contiguous
+            and (self.is_global or self.array.flags.writeable)
         )
         if not in_place:  # a new array every time; the local labels stay as they are
             return _relabel(self.array, lut, backend=backend, to_host=to_host)
         with self._lock:
             if not self.is_global:
-                flat = self.array.reshape(-1)
-                for start in range(self.mapped, flat.size, _TAKE_SLAB):
-                    piece = slice(start, start + _TAKE_SLAB)
-                    np.take(lut, flat[piece], out=flat[piece], mode="clip")
-                    self.mapped = min(start + _TAKE_SLAB, flat.size)
-                self.array.flags.writeable = False
-                self.is_global = True
+                self._map_in_place(lut)
         return self.array
+
+    def _map_in_place(self, lut):
+        """Map slab by slab, recording progress, so an interrupted mapping finishes exactly once per voxel.
+
+        Ctrl-C reaches only the main thread, where it lands between C calls: after a slab is written
+        but before the progress is recorded. There (the synchronous scheduler, a direct call) each
+        slab is mapped into a buffer, recorded as pending, then copied in, and a pending slab is
+        copied again on the next call. Worker threads map each slab straight into place.
+        """
+        flat = self.array.reshape(-1)
+        if self.pending is not None:  # copying it may have been cut short: copy it again
+            start, slab = self.pending
+            flat[start : start + slab.size] = slab
+            self.mapped, self.pending = max(self.mapped, start + slab.size), None
+        interruptible = threading.current_thread() is threading.main_thread()
+        buffer = np.empty(min(_TAKE_SLAB, flat.size), dtype=flat.dtype) if interruptible else None
+        for start in range(self.mapped, flat.size, _TAKE_SLAB):
+            piece = slice(start, min(start + _TAKE_SLAB, flat.size))
+            if interruptible:
+                slab = buffer[: piece.stop - start]
+                np.take(lut, flat[piece], out=slab, mode="clip")
+                self.pending = (start, slab)
+                flat[piece] = slab
+                self.mapped, self.pending = piece.stop, None
+            else:
+                np.take(lut, flat[piece], out=flat[piece], mode="clip")
+                self.mapped = piece.stop
+        self.array.flags.writeable = False
+        self.is_global = True
 
     def __getstate__(self):
         with self._lock:
-            return {"array": self.array, "mapped": self.mapped, "is_global": self.is_global}
+            pending = None if self.pending is None else (self.pending[0], self.pending[1].copy())
+            return {"array": self.array, "mapped": self.mapped, "pending": pending, "is_global": self.is_global}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
