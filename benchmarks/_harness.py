@@ -107,6 +107,22 @@ def gpu_benchmark_args(description: str, side: int = 8192):
     return args, problem
 
 
+def gpu_name() -> str:
+    """The name of the CUDA GPU gpu_tiler sees (for the GPU benchmarks' headers and reports)."""
+    import gpu_tiler as gt
+
+    return next((d.name for d in gt.devices() if d.kind == "cuda"), "CUDA GPU")
+
+
+def write_report(out_dir, filename: str, report: dict) -> None:
+    """Write a benchmark's figures as JSON into ``out_dir`` (made when missing)."""
+    import json
+    from pathlib import Path
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    Path(out_dir, filename).write_text(json.dumps(report, indent=1))
+
+
 def cuda_sync():
     """Wait until the current CUDA device has finished (for timing GPU work)."""
     import cupy

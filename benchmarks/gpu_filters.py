@@ -9,7 +9,6 @@ the fused median -> Gaussian -> top-hat chain are included.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> int:
-    from _harness import cuda_sync, gpu_benchmark_args, hardware, timed
+    from _harness import cuda_sync, gpu_benchmark_args, gpu_name, hardware, timed, write_report
 
     args, problem = gpu_benchmark_args(__doc__)
     if problem is not None:
@@ -27,9 +26,7 @@ def main() -> int:
 
     import gpu_tiler as gt
 
-    sync = cuda_sync
-
-    gpu_name = next((d.name for d in gt.devices() if d.kind == "cuda"), "CUDA GPU")
+    device = gpu_name()
     rng = cupy.random.default_rng(0)
     side, cube = args.side, max(64, args.side // 16)
     image2 = rng.random((side, side), dtype=cupy.float32)
@@ -45,19 +42,19 @@ def main() -> int:
          lambda: gt.white_tophat(gt.gaussian(gt.median(x2, 3), 2), 5),
          lambda: cndi.white_tophat(cndi.gaussian_filter(cndi.median_filter(image2, 3), 2), 5)),
     ]
-    ok, report = True, {"gpu": gpu_name, "host": hardware(), "cases": {}}
-    print(f"# gpu_tiler filters on {gpu_name}; host {hardware()}; medians of {args.repeats} after a warm-up")
+    ok, report = True, {"gpu": device, "host": hardware(), "cases": {}}
+    print(f"# gpu_tiler filters on {device}; host {hardware()}; medians of {args.repeats} after a warm-up")
     print("| case | cupyx whole image | gpu_tiler (device tiles) | Mpx/s | vs cupyx | equal |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, image, tiled, whole in cases:
-        t_whole, want = timed(whole, args.repeats, sync)
-        t_tiled, got = timed(lambda: tiled().compute(scheduler="threads"), args.repeats, sync)
+        t_whole, want = timed(whole, args.repeats, cuda_sync)
+        t_tiled, got = timed(lambda: tiled().compute(scheduler="threads"), args.repeats, cuda_sync)
         equal = isinstance(got, cupy.ndarray) and bool((got == want).all())
         ok &= equal
         mpx = image.size / 1e6
         print(f"| {name} | {t_whole:.4f} s | {t_tiled:.4f} s | {mpx / t_tiled:.0f} | {t_whole / t_tiled:.2f}x | {equal} |")
         report["cases"][name] = {"cupyx_s": t_whole, "gpu_tiler_s": t_tiled, "equal": equal}
-    Path(args.out, "gpu_filters.json").write_text(json.dumps(report, indent=1))
+    write_report(args.out, "gpu_filters.json", report)
     return 0 if ok else 1
 
 

@@ -11,7 +11,6 @@ warm-up; prints ``skipped: <reason>`` and exits 0 where no CUDA GPU works.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> int:
-    from _harness import cuda_sync, gpu_benchmark_args, hardware, timed
+    from _harness import cuda_sync, gpu_benchmark_args, gpu_name, hardware, timed, write_report
 
     args, problem = gpu_benchmark_args(__doc__)
     if problem is not None:
@@ -35,16 +34,14 @@ def main() -> int:
     from gpu_tiler.labels import label
     from gpu_tiler.labels._merge import get_merger
 
-    sync = cuda_sync
-
-    gpu_name = gt.devices()[1].name if len(gt.devices()) > 1 else "CUDA GPU"
+    device = gpu_name()
     cases = [
         (f"{args.side}^2", (args.side, args.side), (args.side // 4, args.side // 4), 4.0),  # chunks; tiles planned
         ("512^3", (512, 512, 512), (256, 256, 256), 2.0),
     ]
-    report = {"gpu": gpu_name, "host": hardware(), "cases": {}, "merger": {}}
+    report = {"gpu": device, "host": hardware(), "cases": {}, "merger": {}}
     ok = True
-    print(f"# label on {gpu_name}; host {hardware()}; medians of {args.repeats} after a warm-up")
+    print(f"# label on {device}; host {hardware()}; medians of {args.repeats} after a warm-up")
     print("| image (chunks) | method | median s | Mpx/s | speed vs cupyx whole image |")
     print("| --- | --- | --- | --- | --- |")
     for name, shape, tiles, sigma in cases:
@@ -67,8 +64,8 @@ def main() -> int:
         del got, want
         results = {
             "scipy whole image (CPU)": timed(lambda: ndi.label(host_mask), max(1, args.repeats // 2), lambda: None)[0],
-            "cupyx whole image (GPU, on device)": timed(lambda: cndi.label(mask), args.repeats, sync)[0],
-            "gpu_tiler cupy (on device)": timed(tiled, args.repeats, sync)[0],
+            "cupyx whole image (GPU, on device)": timed(lambda: cndi.label(mask), args.repeats, cuda_sync)[0],
+            "gpu_tiler cupy (on device)": timed(tiled, args.repeats, cuda_sync)[0],
         }
         anchor = results["cupyx whole image (GPU, on device)"]
         for method, secs in results.items():
@@ -84,14 +81,13 @@ def main() -> int:
     second = np.clip(first + host_rng.integers(-5, 6, first.size), 0, n_nodes - 1)
     d_first, d_second = cupy.asarray(first), cupy.asarray(second)
     merger = get_merger("cuda")
-    secs = timed(lambda: merger.roots(d_first, d_second, n_nodes), args.repeats, sync)[0]
+    secs = timed(lambda: merger.roots(d_first, d_second, n_nodes), args.repeats, cuda_sync)[0]
     same = bool(np.array_equal(merger.roots(d_first, d_second, n_nodes).get(),
                                get_merger("numpy").roots(first, second, n_nodes)))
     ok &= same
     print(f"# CUDA union-find merger, 10^6 pairs over {n_nodes} nodes: {secs * 1e3:.2f} ms median; equals NumPy: {same}")
     report["merger"] = {"seconds": secs, "equal": same}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    Path(args.out, "gpu_label.json").write_text(json.dumps(report, indent=1))
+    write_report(args.out, "gpu_label.json", report)
     return 0 if ok else 1
 
 

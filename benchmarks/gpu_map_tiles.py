@@ -8,7 +8,6 @@ backend tile by tile (copies in and out included). Median of repeats after a war
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ HALO = int(4 * SIGMA + 0.5)
 
 
 def main() -> int:
-    from _harness import cuda_sync, gpu_benchmark_args, hardware, timed
+    from _harness import cuda_sync, gpu_benchmark_args, gpu_name, hardware, timed, write_report
 
     args, problem = gpu_benchmark_args(__doc__)
     if problem is not None:
@@ -33,7 +32,7 @@ def main() -> int:
     import cupyx.scipy.ndimage as cndi
 
     image = np.random.default_rng(0).random((args.side, args.side), dtype=np.float32)
-    gpu_name = gt.devices()[1].name if len(gt.devices()) > 1 else "CUDA GPU"
+    device = gpu_name()
 
     def smooth(tile):
         return gt.backend_of(tile).ndimage.gaussian_filter(tile, SIGMA)
@@ -66,13 +65,13 @@ def main() -> int:
     )
     anchor = results["scipy whole image (CPU)"]
     mpx = image.size / 1e6
-    print(f"# gaussian sigma={SIGMA} on {args.side}x{args.side} float32; {gpu_name}; host {hardware()}")
+    print(f"# gaussian sigma={SIGMA} on {args.side}x{args.side} float32; {device}; host {hardware()}")
     print("| method | median s | Mpx/s | speed vs scipy whole image |")
     print("| --- | --- | --- | --- |")
     for name, secs in results.items():
         print(f"| {name} | {secs:.3f} | {mpx / secs:.0f} | {anchor / secs:.1f}x |")
     print(f"# tiled CuPy result equals cupyx on the whole image: {exact}")
-    Path(args.out, "gpu_map_tiles.json").write_text(json.dumps({"gpu": gpu_name, "seconds": results, "exact": exact}))
+    write_report(args.out, "gpu_map_tiles.json", {"gpu": device, "seconds": results, "exact": exact})
     return 0 if exact else 1
 
 
