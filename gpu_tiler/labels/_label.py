@@ -144,28 +144,15 @@ def _tiles_for(x: da.Array, backend, budget_bytes: int, tile_shape, regular: boo
     return x
 
 
-def _in_memory_chunks(source: da.Array):
-    """``key -> chunk`` for the chunks of ``source`` that are already data in its graph (a NumPy or
-    CuPy array wrapped by dask, a persisted array), or None when its chunks are tasks."""
-    layer = getattr(source.dask, "layers", {}).get(source.name)
-    if layer is None:
-        return None
-    first = layer.get((source.name,) + (0,) * source.ndim)
-    if not (hasattr(first, "shape") and hasattr(first, "dtype")):
-        return None
-    return layer
-
-
 def _tile_sources(source: da.Array, grid):
-    """Per tile, the argument that gives its voxels to a pass-1 task, and whether ``source`` stays
-    a dependency.
+    """Per tile, the argument that gives its voxels to a pass-1 task, or None.
 
     When every tile boundary is a chunk boundary of ``source`` and its chunks are data already in
     the graph (in-memory images), each tile is assembled inside its own task from those chunks,
     passed by value: no rechunk tasks, and no scheduling of one key per source chunk. Otherwise
     ``None`` (the caller rechunks and passes tile keys).
     """
-    chunks = _in_memory_chunks(source)
+    chunks = getattr(source.dask, "layers", {}).get(source.name)  # key -> chunk, data or task
     if chunks is None:
         return None
     source_bounds = [np.concatenate([[0], np.cumsum(c)]) for c in source.chunks]
@@ -186,7 +173,7 @@ def _tile_sources(source: da.Array, grid):
             places.append(tuple(slice(s0, s0 + source.chunks[a][j]) for a, (s0, j) in enumerate(zip(start, part))))
             chunk = chunks[(source.name, *part)]
             if not (hasattr(chunk, "shape") and hasattr(chunk, "dtype")):
-                return None  # a graph mixing data and tasks: leave it to dask
+                return None  # chunks that are tasks (a lazy source): the caller rechunks
             parts.append(chunk)
         args[index] = (_assemble_tile, grid.tile_shape(index), places, *parts)
     return args
