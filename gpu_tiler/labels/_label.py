@@ -446,10 +446,10 @@ def label(
     label_of_piece, piece_ranges, n_objects = _merge_pieces(chosen.xp, summaries, grid, struct, merge)
     del summaries
     out_dtype = _result_dtype(requested, n_objects, math.prod(grid.shape))
-    source = (pass1, None) if store is None else (None, store)
+    kept = (pass1, None) if store is None else (None, store)  # where pass 2 finds the local labels
     # a name of its own (the graph holds this call's tiles); saving it is a job named by what
     # determines the result, so a save(labels, resume=True) of the same labelling resumes
-    labels = _pass2(x, grid, chosen, label_of_piece.astype(out_dtype), piece_ranges, source, f"gpu_tiler-label-{token}")
+    labels = _pass2(x, grid, chosen, label_of_piece.astype(out_dtype), piece_ranges, kept, f"gpu_tiler-label-{token}")
     job = tokenize(x.name, grid.chunks, struct.tobytes(), struct.shape, str(out_dtype), chosen.name, n_objects)
     remember_job_name(labels, f"gpu_tiler-label-{job}")
     return attach_metadata(labels, axes_and_sizes), n_objects
@@ -470,13 +470,13 @@ def _merge_pieces(xp, summaries, grid, structure, merger):
     return label_of_piece, ranges, n_objects
 
 
-def _pass2(x, grid, backend, label_of_piece, piece_ranges, source, name):
+def _pass2(x, grid, backend, label_of_piece, piece_ranges, kept, name):
     """The lazy result: every tile's local labels through its LUT.
 
-    ``source`` is ``(pass1, None)`` with pass 1's tiles in memory (a dict of :class:`_TileLabels`
+    ``kept`` is ``(pass1, None)`` with pass 1's tiles in memory (a dict of :class:`_TileLabels`
     by tile index, or a persisted array of ``(local labels, summary)`` blocks), or ``(None, store)``.
     """
-    pass1, store = source
+    pass1, store = kept
     persisted = isinstance(pass1, da.Array)
     xp, out_dtype = backend.xp, label_of_piece.dtype
     native = type(x._meta) is type(backend.meta(out_dtype, 0))
