@@ -1,6 +1,7 @@
 """gpu_tiler: process images larger than memory tile by tile, exactly, on GPUs or CPUs."""
 from ._backends import chunk_backend as backend_of
 from ._backends import get_backend, resolve_backend
+from ._claim import OutputInUseError, claim_output
 from ._cluster import cluster
 from ._config import config, parse_budget
 from ._devices import Device, devices
@@ -19,7 +20,7 @@ from .filters import (
     white_tophat,
 )
 from . import filters
-from ._io import open, save
+from ._io import InputChangedError, ResumeRefusedError, open, save
 from ._margin import MarginReport, find_margin
 from .labels import label, map_labels
 from ._ome import ImageMetadata, metadata_of
@@ -32,11 +33,15 @@ __version__ = "0.1.0"
 __all__ = [
     "Device",
     "ImageMetadata",
+    "InputChangedError",
     "MarginReport",
+    "OutputInUseError",
+    "ResumeRefusedError",
     "TilePlan",
     "__version__",
     "backend_of",
     "black_tophat",
+    "claim_output",
     "cluster",
     "config",
     "devices",

@@ -11,6 +11,7 @@ import functools
 import itertools
 import math
 import threading
+import uuid
 import warnings
 from collections import OrderedDict
 
@@ -22,6 +23,7 @@ from dask.highlevelgraph import HighLevelGraph
 from ._backends import namespace_of, resolve_backend
 from ._halo import axis_pieces, normalize_modes, source_indices
 from ._planning import TilePlan, normalize_halo, plan_tiles
+from ._provenance import UNVERIFIABLE, function_token
 
 _PLANS: OrderedDict[str, TilePlan] = OrderedDict()
 
@@ -265,9 +267,14 @@ def map_tiles(
     )
     if math.prod(shape) == 0:
         return da.zeros(shape, dtype=out_dtype, chunks=plan.chunks)
-    name = name or f"gpu_tiler-{getattr(func, '__name__', 'func')}-" + tokenize(
-        func, [x.name for x in xs], halo, modes, cval, out_dtype, plan.tile_shape, chosen.name, kwargs, pass_location
-    )
+    if name is None:
+        # named by the function's code (not only its import path): an edited function is another job
+        code = function_token(func)
+        known = f"-{UNVERIFIABLE}" if code is None else ""
+        name = f"gpu_tiler-{getattr(func, '__name__', 'func')}{known}-" + tokenize(
+            code if code is not None else uuid.uuid4().hex, [x.name for x in xs], halo, modes, cval, out_dtype,
+            plan.tile_shape, chosen.name, kwargs, pass_location,
+        )
     wins = [windows(_fit_chunks(x, plan.tile_shape), plan.chunks, halo, modes, cval) for x in xs]
     native = all(type(x._meta) is type(chosen.meta(x.dtype, 0)) for x in xs)
     meta = chosen.meta(out_dtype, ndim) if native else np.empty((0,) * ndim, dtype=out_dtype)

@@ -7,6 +7,7 @@ existing output is never touched unless ``overwrite=True``; a killed save resume
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,20 +18,38 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
+from ._claim import OutputInUseError, claim_output
 from ._execute import run_bounded, tiles_in_flight_for_chunks
+from ._provenance import StoredArray, files_of_zarr, stamps_of, unverifiable_in
 
 _TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf", ".tf8")
-#: dask name -> the job name save(resume=True) records, for results whose dask name is unique to
-#: one call (labels hold that call's pass-1 tiles) but whose job is fixed by input and parameters
-_JOB_NAMES: OrderedDict[str, str] = OrderedDict()
+#: dask name -> (the job name save(resume=True) records, the stamps of the stored inputs it was
+#: computed from), for results whose dask name is unique to one call (labels hold that call's
+#: pass-1 tiles) but whose job is fixed by input and parameters
+_JOB_NAMES: OrderedDict[str, tuple[str, dict]] = OrderedDict()
 
 
-def remember_job_name(array, job_name: str):
-    """Record that saving ``array`` is the job ``job_name`` (what resume compares)."""
-    _JOB_NAMES[array.name] = job_name
+def remember_job_name(array, job_name: str, inputs: dict | None = None):
+    """Record that saving ``array`` is the job ``job_name``, computed from ``inputs`` (``{where:
+    stamp}``, read before the array was built); resume compares both."""
+    _JOB_NAMES[array.name] = (job_name, dict(inputs or {}))
     while len(_JOB_NAMES) > 1024:
         _JOB_NAMES.popitem(last=False)
     return array
+
+
+class InputChangedError(RuntimeError):
+    """A stored input changed while a job read it: its result would mix old and new data."""
+
+
+def check_unchanged(before: dict, after: dict, doing: str) -> None:
+    """Raise :class:`InputChangedError` naming the inputs whose stamps differ."""
+    changed = [where for where in before if before[where] != after.get(where)]
+    if changed:
+        raise InputChangedError(
+            f"input {', '.join(map(repr, changed))} changed while {doing} (its files were modified); the result "
+            f"would mix its old and new data, so nothing was written: run the job again once the input is final"
+        )
 
 
 def _is_zarr_dir(path: Path) -> bool:
@@ -61,13 +80,16 @@ class _ChunkReader:
             ) from exc
 
 
-def _from_zarr(z, where: str, chunks) -> da.Array:
+def _from_zarr(z, where: str, chunks, files: str | None = None) -> da.Array:
+    """A zarr array (or tifffile's zarr view of a TIFF) as a dask array; ``files``: what holds it on
+    disk (default: the array's folder in a local store), stamped by every resumable save."""
     from dask.base import tokenize
 
     chunks = chunks if chunks is not None else z.chunks
     name = "from-zarr-" + tokenize(where, z.shape, str(z.dtype), z.chunks, chunks, _stamp(where))
     meta = np.empty((0,) * z.ndim, dtype=z.dtype)
-    return da.from_array(z, chunks=chunks, name=name, getitem=_ChunkReader(where, z.chunks), meta=meta)
+    stored = StoredArray(z, where, files if files is not None else files_of_zarr(z))
+    return da.from_array(stored, chunks=chunks, name=name, getitem=_ChunkReader(where, z.chunks), meta=meta)
 
 
 def _stamp(where: str):
@@ -129,8 +151,13 @@ def _open_path(path: Path, chunks, level=None) -> da.Array:
         raise FileNotFoundError(f"no such file or zarr store: '{path}'")
     name = path.name.lower()
     if path.is_file() and name.endswith(".npy"):
+        from dask.base import tokenize
+
         data = np.load(path, mmap_mode="r")
-        return da.from_array(data, chunks=chunks if chunks is not None else "auto")
+        stored = StoredArray(data, str(path), str(path))
+        name = "from-npy-" + tokenize(str(path.resolve()), data.shape, str(data.dtype), chunks, _stamp(str(path)))
+        return da.from_array(stored, chunks=chunks if chunks is not None else "auto", name=name,
+                             meta=np.empty((0,) * data.ndim, dtype=data.dtype))
     if path.is_file() and name.endswith(_TIFF_SUFFIXES):
         import tifffile
         import zarr
@@ -139,7 +166,7 @@ def _open_path(path: Path, chunks, level=None) -> da.Array:
 
         store = tifffile.imread(path, aszarr=True)
         z, where = _zarr_array_from(zarr.open(store, mode="r"), str(path))
-        return attach_metadata(_from_zarr(z, where, chunks), tiff_metadata(path))
+        return attach_metadata(_from_zarr(z, where, chunks, files=str(path)), tiff_metadata(path))
     if path.is_dir():
         import zarr
 
@@ -198,6 +225,7 @@ def save(
     tiles_in_flight: int | None = None,
     budget=None,
     progress=None,
+    wait=False,
 ) -> da.Array:
     """Compute ``array`` tile by tile into a zarr store at ``path``; return the saved image, lazily.
 
@@ -221,11 +249,19 @@ def save(
     When a save fails: a write that fails (disk full, permissions) raises :class:`SaveError` and
     keeps the finished tiles; with ``resume=True`` any failure keeps them; otherwise the partial
     store is removed. ``resume=True`` continues a partial store left by an earlier run of the same
-    job (same input, operations and parameters, which the manifest records), computing only the
-    tiles not yet written; a partial store of a different job is refused.
-    """
-    import zarr
+    job, computing only the tiles not yet written. The manifest proves it is the same job on the
+    same data: the operations and parameters, the code of user functions, the library versions and
+    a stamp of every file of every stored input (size and mtime of each chunk); a partial store that
+    differs in any of these is refused with :class:`ResumeRefusedError` naming what changed, never
+    mixed. An input that changes while the save reads it is an :class:`InputChangedError` and
+    nothing is written.
 
+    A save claims ``path`` before it writes anything (an OS lock on ``.<name>.lock`` beside it, held
+    by this process, released when it ends however it ends): a second job into the same output
+    fails at once with :class:`OutputInUseError` naming the job that holds it, unless ``wait``
+    (True, or seconds) queues it behind that job. Use :func:`gpu_tiler.claim_output` to hold the
+    claim across a longer computation (e.g. around :func:`gpu_tiler.label` and its save).
+    """
     from ._engine import as_dask, plan_of
 
     target = Path(path)
@@ -238,7 +274,8 @@ def save(
     if kind not in ("image", "labels"):
         raise ValueError(f"kind={kind!r} must be 'image' or 'labels'")
     source = as_dask(array)
-    plan, job_name = plan_of(source), _JOB_NAMES.get(source.name, source.name)
+    plan = plan_of(source)
+    job_name, recorded_inputs = _JOB_NAMES.get(source.name, (source.name, {}))
     if format == "ome-zarr":
         from ._ome import metadata_of, ngff_order, permuted, with_metadata
 
@@ -265,9 +302,43 @@ def save(
         factors = pyramid_factors(source.shape, meta, pyramid_levels)
         ome = (meta, factors)
     job = {
-        "format": 1, "array": job_name, "shape": list(source.shape), "dtype": str(source.dtype),
+        "format": 2, "array": job_name, "shape": list(source.shape), "dtype": str(source.dtype),
         "chunks": list(chunk_shape), "zarr_format": zarr_format, "output": format,
+        "pyramid": [list(f) for f in ome[1]] if ome else None, "kind": kind,
     }
+    claim = contextlib.ExitStack()
+    try:
+        claim.enter_context(claim_output(target, wait=wait, job=job_name))
+    except OSError as exc:  # permissions, a file where a folder should be, a read-only disk
+        raise SaveError(f"cannot claim '{target}' ({exc.strerror or exc}); choose a folder you can write to") from exc
+    with claim:
+        if target.exists() and not overwrite:  # finished by another job while we waited for it
+            raise FileExistsError(f"'{target}' exists; pass overwrite=True to replace it")
+        read_now = stamps_of(source)
+        job.update(inputs={**recorded_inputs, **read_now}, versions=_versions(), unverifiable=unverifiable_in(source))
+        _save_claimed(source, target, job, read_now, ome, resume, overwrite, kind, zarr_format, attrs,
+                      chunk_shape, tiles_in_flight, progress)
+    return open(target)
+
+
+def _versions() -> dict:
+    """Versions of the libraries a result depends on: a resume across an upgrade is another job."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("gpu_tiler", "numpy", "scipy", "scikit-image", "dask", "zarr", "cupy", "cucim"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _save_claimed(source, target: Path, job, read_now, ome, resume, overwrite, kind, zarr_format, attrs,
+                  chunk_shape, tiles_in_flight, progress):
+    """The body of :func:`save`, run while this process holds the output's claim."""
+    import zarr
+
     partial = target.parent / f".{target.name}.partial"
     tiles_at = partial / "0" if ome else partial
     try:
@@ -291,6 +362,11 @@ def save(
         run_bounded(source, _TileWriter(store, chunk_shape, str(target), str(partial)), tiles_in_flight,
                     progress=progress, skip=done, in_task=True, on_done=record)
         log.close()
+        try:
+            check_unchanged(read_now, stamps_of(source), f"'{target}' was computed from it")
+        except InputChangedError:
+            shutil.rmtree(partial, ignore_errors=True)  # its tiles mix two versions of the input
+            raise
         (tiles_at / DONE_LOG).unlink()
         (tiles_at / MANIFEST).unlink()
         if ome:
@@ -303,7 +379,6 @@ def save(
         if not (resume or isinstance(exc, SaveError)):
             shutil.rmtree(partial, ignore_errors=True)
         raise
-    return open(target)
 
 
 def _write_pyramid(partial: Path, target: Path, meta, factors, kind, zarr_format, tiles_in_flight, attrs):
@@ -336,16 +411,22 @@ def _write_pyramid(partial: Path, target: Path, meta, factors, kind, zarr_format
 
 def _register_label(target: Path, zarr_format: int):
     """List a label image in its parent ``labels`` group (created if missing), as NGFF asks."""
-    import zarr
-
     labels_dir = target.parent
     if labels_dir.name != "labels":
         return
+    # two label images saved into one image at once: their read-modify-writes of the list take turns
+    with claim_output(labels_dir, wait=True, job=f"registering label '{target.name}'"):
+        _add_label_name(labels_dir, target.name, zarr_format)
+
+
+def _add_label_name(labels_dir: Path, name: str, zarr_format: int):
+    import zarr
+
     group = zarr.open_group(str(labels_dir), mode="a", zarr_format=zarr_format)
     key_owner = dict(group.attrs).get("ome", {}) if zarr_format == 3 else dict(group.attrs)
     names = list(key_owner.get("labels", []))
-    if target.name not in names:
-        names.append(target.name)
+    if name not in names:
+        names.append(name)
     if zarr_format == 3:
         group.attrs.update({"ome": {"version": "0.5", "labels": names}})
     else:
@@ -375,12 +456,15 @@ def _start_or_resume(partial: Path, job: dict, resume: bool, attrs):
     import zarr
 
     if resume and (partial / MANIFEST).is_file():
-        earlier = json.loads((partial / MANIFEST).read_text())
-        if earlier != job:
-            changed = sorted(k for k in job if earlier.get(k) != job[k])
-            raise ValueError(
-                f"cannot resume '{partial}': it was started by a different job ({', '.join(changed)} differ: the "
-                f"input, operations or parameters changed); save without resume=True to start over"
+        try:
+            earlier = json.loads((partial / MANIFEST).read_text())
+        except ValueError:
+            earlier = {}
+        problem = _why_not_the_same_job(earlier, job)
+        if problem:
+            raise ResumeRefusedError(
+                f"cannot resume '{partial}': {problem}; its finished tiles cannot be reused, so save without "
+                f"resume=True (without --resume on the command line) to start over"
             )
         store = zarr.open_array(str(partial), mode="r+")
         return store, _completed(partial / DONE_LOG)
@@ -396,6 +480,38 @@ def _start_or_resume(partial: Path, job: dict, resume: bool, attrs):
     manifest.with_suffix(".tmp").write_text(json.dumps(job))
     manifest.with_suffix(".tmp").replace(manifest)
     return store, frozenset()
+
+
+class ResumeRefusedError(ValueError):
+    """A partial output was left by a different job, or by the same job on different data."""
+
+
+def _why_not_the_same_job(earlier: dict, job: dict) -> str | None:
+    """One clause naming what differs between the job that left a partial store and this one."""
+    if earlier.get("format") != job["format"]:
+        return "it was left by another version of gpu_tiler"
+    if job["unverifiable"]:
+        return (f"the function of {', '.join(job['unverifiable'])} cannot be identified by its code (a closure or "
+                f"default value that cannot be hashed), so it cannot be proven unchanged")
+    mine, theirs = job["inputs"], earlier.get("inputs", {})
+    if set(mine) != set(theirs):
+        return f"it was computed from other inputs ({', '.join(sorted(theirs)) or 'none stored'})"
+    unknown = [where for where, stamp in mine.items() if stamp is None]
+    if unknown:
+        return f"input {', '.join(map(repr, unknown))} is in a store whose changes cannot be detected"
+    changed = [where for where in mine if mine[where] != theirs[where]]
+    if changed:
+        return f"input {', '.join(map(repr, changed))} changed since that run (its files were modified)"
+    if earlier.get("versions") != job["versions"]:
+        was, now = earlier.get("versions", {}), job["versions"]
+        moved = [f"{p} {was.get(p)} -> {now.get(p)}" for p in sorted(set(was) | set(now)) if was.get(p) != now.get(p)]
+        return f"the libraries changed since that run ({', '.join(moved)})"
+    if earlier.get("array") != job["array"]:
+        return "it was started by a different job (the operations, their parameters or a function's code differ)"
+    changed = sorted(k for k in job if earlier.get(k) != job[k])
+    if changed:
+        return f"it was started by a different job ({', '.join(changed)} differ)"
+    return None
 
 
 def _completed(log: Path) -> frozenset:
@@ -436,4 +552,4 @@ def _commit(partial: Path, target: Path, overwrite: bool) -> None:
         aside.unlink()
 
 
-__all__ = ["ChunkReadError", "SaveError", "open", "save"]
+__all__ = ["ChunkReadError", "InputChangedError", "OutputInUseError", "ResumeRefusedError", "SaveError", "open", "save"]

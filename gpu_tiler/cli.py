@@ -95,6 +95,21 @@ def _save(args, array, path, label, kind="image"):
     _say(args, f"wrote {path}: {array.shape} {array.dtype} in {seconds:.1f} s")
 
 
+def _claimed(args, argv):
+    """Hold the output's claim for the whole command, so a second job into the same output is
+    refused before it computes anything (labelling runs before the save that would claim it)."""
+    import contextlib
+    import shlex
+
+    import gpu_tiler as gt
+
+    output = getattr(args, "output", None)
+    if output is None or args.command == "info":
+        return contextlib.nullcontext()
+    words = sys.argv[1:] if argv is None else list(argv)
+    return gt.claim_output(output, wait=args.wait, job=shlex.join(["gpu-tiler", *map(str, words)]))
+
+
 # ---- subcommands -----------------------------------------------------------------------------
 
 
@@ -322,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument("--overwrite", action="store_true", help="replace an existing output")
     common.add_argument("--resume", action="store_true", help="continue an output an earlier run left unfinished")
+    common.add_argument("--wait", action="store_true",
+                        help="when another job is writing the same output, wait for it instead of failing")
     common.add_argument("--format", choices=["zarr", "ome-zarr"], default="zarr", dest="out_format",
                         help="output format (ome-zarr: multiscale NGFF with axes and pixel sizes)")
     common.add_argument("--pyramid", type=int, metavar="LEVELS",
@@ -400,7 +417,7 @@ def main(argv=None) -> int:
             settings["backend"] = args.backend
         if args.memory_budget:
             settings["memory_budget"] = args.memory_budget
-        with gt.config(**settings), _distributed(args):
+        with gt.config(**settings), _claimed(args, argv), _distributed(args):
             return args.run(args)
     except KeyboardInterrupt:
         print("gpu-tiler: interrupted; no output was left half-written", file=sys.stderr)

@@ -135,7 +135,7 @@ def test_resume_with_changed_parameters_is_refused(tmp_path, image):
         gt.save(gt.map_tiles(fail_late, image, tile_shape=(32, 32)), target, resume=True)
     assert (partial / MANIFEST).is_file()
     job = json.loads((partial / MANIFEST).read_text())
-    with pytest.raises(ValueError, match="different job .*array.*start over"):
+    with pytest.raises(ValueError, match="different job .*operations.*start over"):
         gt.save(gt.gaussian(image, 3.0), target, resume=True)
     assert json.loads((partial / MANIFEST).read_text()) == job  # the earlier partial is left as it was
     out = gt.save(gt.gaussian(image, 3.0), target)  # without resume: starts over

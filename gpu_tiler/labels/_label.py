@@ -38,7 +38,8 @@ from dask.sizeof import sizeof
 
 from .._backends import namespace_of, resolve_backend
 from .._engine import as_dask
-from .._io import remember_job_name
+from .._io import check_unchanged, remember_job_name
+from .._provenance import stamps_of
 from .._execute import active_client, run_bounded, tiles_in_flight_for_chunks
 from .._planning import default_tiles_in_flight as planned_tiles_in_flight
 from .._planning import plan_tiles
@@ -434,6 +435,7 @@ def label(
     grid = TileGrid(tuple(x.shape), tuple(tuple(int(c) for c in cs) for cs in x.chunks))
     face_axes = connected_axes(struct)
     token = uuid.uuid4().hex[:16]
+    inputs = stamps_of(source)  # the stored inputs as pass 1 reads them
     if in_memory:
         pass1, summaries = _pass1_in_memory(x, source, grid, struct, chosen, face_axes, token)
         store = None
@@ -443,6 +445,7 @@ def label(
         in_flight = tiles_in_flight_for_chunks(x, budget_bytes, working_copies=3)
         summaries = _pass1_to_scratch(x, grid, struct, chosen, face_axes, token, store, in_flight)
 
+    check_unchanged(inputs, stamps_of(source), "it was being labelled")
     label_of_piece, piece_ranges, n_objects = _merge_pieces(chosen.xp, summaries, grid, struct, merge)
     del summaries
     out_dtype = _result_dtype(requested, n_objects, math.prod(grid.shape))
@@ -451,7 +454,7 @@ def label(
     # determines the result, so a save(labels, resume=True) of the same labelling resumes
     labels = _pass2(x, grid, chosen, label_of_piece.astype(out_dtype), piece_ranges, kept, f"gpu_tiler-label-{token}")
     job = tokenize(x.name, grid.chunks, struct.tobytes(), struct.shape, str(out_dtype), chosen.name, n_objects)
-    remember_job_name(labels, f"gpu_tiler-label-{job}")
+    remember_job_name(labels, f"gpu_tiler-label-{job}", inputs)
     return attach_metadata(labels, axes_and_sizes), n_objects
 
 

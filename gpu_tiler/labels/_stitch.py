@@ -81,6 +81,8 @@ from dask.highlevelgraph import HighLevelGraph
 from .._backends import namespace_of, resolve_backend
 from .._engine import _fit_chunks, as_dask, windows
 from .._execute import run_bounded, tiles_in_flight_for_chunks
+from .._io import check_unchanged
+from .._provenance import stamps_of
 from .._halo import normalize_modes
 from .._planning import normalize_halo, plan_tiles
 from ._label import _check_scratch, _pass2, _result_dtype
@@ -426,6 +428,7 @@ def map_labels(
     meta = np.empty((0,) * x.ndim, dtype=object)
     summary_name = f"gpu_tiler-map-labels-summary-{token}"
     dsk = {}
+    inputs = stamps_of(x)  # the stored inputs as pass 1 reads them
     if in_memory:
         name = f"gpu_tiler-map-labels-pass1-{token}"
         run = functools.partial(stitch_pass1, **common)
@@ -449,6 +452,7 @@ def map_labels(
         for i in indices:
             dsk[(summary_name, *i)] = summaries[i]
         dependencies, pass1 = [], None
+    check_unchanged(inputs, stamps_of(x), "it was being segmented")
 
     results = _match_all(dsk, dependencies, summary_name, indices, grid, halo, min_overlap, token)
     label_of_piece, piece_ranges, n_objects = _merge_matches(chosen.xp, results, indices, merge)
