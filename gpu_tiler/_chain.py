@@ -13,9 +13,6 @@ earlier step that reaches along that axis also wraps, and a chain that breaks th
 """
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -24,6 +21,7 @@ import numpy as np
 
 from ._backends import chunk_backend
 from ._engine import as_dask, map_tiles
+from ._registry import info_of, record
 
 _WRAP = ("wrap", "grid-wrap")
 
@@ -164,9 +162,6 @@ def _run_chain(tile, where, core, image_shape, operations, steps, backend):
     return tile, where
 
 
-_CHAINS: OrderedDict[str, tuple[da.Array, tuple[Operation, ...]]] = OrderedDict()
-
-
 def _initial_modes(steps, ndim):
     """The boundary mode the window is first grown with: per axis, the first step reaching along it."""
     modes = []
@@ -180,7 +175,8 @@ def apply_operation(image, operation: Operation, *, fuse: bool = True, budget=No
     """Run ``operation`` tile by tile on ``image``; fuse it onto the chain that made ``image`` when exact."""
     x = as_dask(image)
     source, operations = x, (operation,)
-    previous = _CHAINS.get(x.name) if fuse else None
+    info = info_of(x) if fuse else None
+    previous = None if info is None else info.chain
     if previous is not None and fusable(previous[1] + (operation,)):
         source, operations = previous[0], previous[1] + (operation,)
     steps = [s for op in operations for s in op.steps]
@@ -199,30 +195,9 @@ def apply_operation(image, operation: Operation, *, fuse: bool = True, budget=No
         working_copies=2 + len(steps), image_shape=source.shape, operations=operations,
         name=f"gpu_tiler-{'-'.join(op.name for op in operations)}-{_token(source, operations, budget, tile_shape)}",
     )
-    # the record lives as long as a result of that name does: a dropped result must not keep its
-    # input's graph (and any image data in it) alive; equal calls give equal names, hence the count
-    with _CHAINS_LOCK:
-        _CHAINS[out.name] = (source, operations)
-        _CHAIN_HOLDERS[out.name] = _CHAIN_HOLDERS.get(out.name, 0) + 1
-        while len(_CHAINS) > 512:
-            _CHAINS.popitem(last=False)
-    weakref.finalize(out, _forget_chain, out.name)
-    return out
-
-
-#: reentrant: a result's finalizer may run (garbage collection) while this thread holds the lock
-_CHAINS_LOCK = threading.RLock()
-_CHAIN_HOLDERS: dict[str, int] = {}
-
-
-def _forget_chain(name):
-    with _CHAINS_LOCK:
-        left = _CHAIN_HOLDERS.get(name, 1) - 1
-        if left > 0:
-            _CHAIN_HOLDERS[name] = left
-        else:
-            _CHAIN_HOLDERS.pop(name, None)
-            _CHAINS.pop(name, None)
+    # the record lives as long as a result of that name does: a dropped result does not keep its
+    # input's graph (and any image data in it) alive
+    return record(out, chain=(source, operations))
 
 
 def _token(source, operations, budget, tile_shape):

@@ -13,7 +13,6 @@ import math
 import threading
 import uuid
 import warnings
-from collections import OrderedDict
 
 import dask.array as da
 import numpy as np
@@ -24,19 +23,12 @@ from ._backends import namespace_of, resolve_backend
 from ._halo import axis_pieces, normalize_modes, source_indices
 from ._planning import TilePlan, normalize_halo, plan_tiles
 from ._provenance import UNVERIFIABLE, function_token
-
-_PLANS: OrderedDict[str, TilePlan] = OrderedDict()
-
+from ._registry import info_of, record
 
 def plan_of(array) -> TilePlan | None:
     """The tile plan a :func:`map_tiles` result was built with (None for other arrays)."""
-    return _PLANS.get(getattr(array, "name", None))
-
-
-def _remember_plan(name, plan):
-    _PLANS[name] = plan
-    while len(_PLANS) > 512:
-        _PLANS.popitem(last=False)
+    info = info_of(array)
+    return None if info is None else info.plan
 
 
 def as_dask(array) -> da.Array:
@@ -122,9 +114,24 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
 
 
-#: per map_tiles result: the largest tile core (in voxels) that ran out of memory, halved
-_SPLIT_BELOW: dict[str, int] = {}
-_split_lock = threading.Lock()
+class SplitLimit:
+    """Per map_tiles result, in its tasks: the largest tile core (in voxels) that ran out of memory,
+    halved. It lives in the result's graph, so it lasts as long as the job does (each process that
+    runs tiles, e.g. a distributed worker, learns its own limit)."""
+
+    def __init__(self):
+        self.below = None
+        self.lock = threading.Lock()
+
+    def __reduce__(self):  # a fresh limit in each process: nothing to share but the class
+        return (SplitLimit, ())
+
+    def lower(self, voxels: int) -> bool:
+        """Lower the limit below ``voxels``; True the first time (to warn once)."""
+        with self.lock:
+            first = self.below is None
+            self.below = min(self.below if self.below is not None else math.inf, max(1, voxels // 2))
+            return first
 
 
 def _release_device_memory(backend):
@@ -132,7 +139,7 @@ def _release_device_memory(backend):
         backend.xp.get_default_memory_pool().free_all_blocks()
 
 
-def _compute_core(blocks, location, run, halo, name, backend):
+def _compute_core(blocks, location, run, halo, split, backend):
     """``run`` on one window and its halo trimmed, splitting the window when memory runs out.
 
     A window whose core is larger than a size that already ran out of memory in this job is split
@@ -141,7 +148,7 @@ def _compute_core(blocks, location, run, halo, name, backend):
     warning is given once."""
     window = blocks[0].shape
     core_shape = tuple(n - 2 * h for n, h in zip(window, halo))
-    limit = _SPLIT_BELOW.get(name)
+    limit = split.below
     if limit is None or math.prod(core_shape) <= limit or max(core_shape) <= 1:
         try:
             out = run(blocks, location)
@@ -155,13 +162,10 @@ def _compute_core(blocks, location, run, halo, name, backend):
                     f"device memory"
                 ) from exc
             _release_device_memory(backend)
-            with _split_lock:
-                first = name not in _SPLIT_BELOW
-                _SPLIT_BELOW[name] = min(_SPLIT_BELOW.get(name, math.inf), max(1, math.prod(core_shape) // 2))
-            if first:
+            if split.lower(math.prod(core_shape)):
                 warnings.warn(
                     f"a tile of {'x'.join(map(str, core_shape))} ran out of memory ({type(exc).__name__}); splitting "
-                    f"it and every tile larger than {_SPLIT_BELOW[name]} voxels for the rest of this job "
+                    f"it and every tile larger than {split.below} voxels for the rest of this job "
                     f"(results are unchanged; a smaller memory_budget avoids the retries)",
                     ResourceWarning, stacklevel=2,
                 )
@@ -175,11 +179,11 @@ def _compute_core(blocks, location, run, halo, name, backend):
         if location is not None:
             start = location[axis][0]
             sub_location = tuple((start + lo, start + hi) if a == axis else loc for a, loc in enumerate(location))
-        parts.append(_compute_core([b[index] for b in blocks], sub_location, run, halo, name, backend))
+        parts.append(_compute_core([b[index] for b in blocks], sub_location, run, halo, split, backend))
     return backend.xp.concatenate(parts, axis=axis)
 
 
-def _run_tile(*blocks, func, halo, backend, to_host, dtype, dtype_given, kwargs, pass_location, name,
+def _run_tile(*blocks, func, halo, backend, to_host, dtype, dtype_given, kwargs, pass_location, split,
               block_info=None):
     moved = [backend.to_backend(b) for b in blocks]
     location = None
@@ -204,7 +208,7 @@ def _run_tile(*blocks, func, halo, backend, to_host, dtype, dtype_given, kwargs,
             out = out.astype(dtype, copy=False)
         return out
 
-    core = _compute_core(moved, location, run, halo, name, backend)
+    core = _compute_core(moved, location, run, halo, split, backend)
     return backend.to_host(core) if to_host else core
 
 
@@ -280,10 +284,10 @@ def map_tiles(
     meta = chosen.meta(out_dtype, ndim) if native else np.empty((0,) * ndim, dtype=out_dtype)
     run = functools.partial(
         _run_tile, func=func, halo=halo, backend=chosen, to_host=not native, dtype=out_dtype,
-        dtype_given=dtype_given, kwargs=kwargs, pass_location=pass_location, name=name,
+        dtype_given=dtype_given, kwargs=kwargs, pass_location=pass_location, split=SplitLimit(),
     )
     out = da.map_blocks(run, *wins, chunks=plan.chunks, dtype=out_dtype, meta=meta, name=name)
-    _remember_plan(out.name, plan)
+    record(out, plan=plan)
     from ._ome import attach_metadata, metadata_of
 
     return attach_metadata(out, metadata_of(xs[0]))

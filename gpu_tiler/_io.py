@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import uuid
-from collections import OrderedDict
 from pathlib import Path
 
 import dask.array as da
@@ -21,21 +20,14 @@ import numpy as np
 from ._claim import OutputInUseError, claim_output
 from ._execute import run_bounded, tiles_in_flight_for_chunks
 from ._provenance import StoredArray, files_of_zarr, stamps_of, unverifiable_in
+from ._registry import info_of, record
 
 _TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf", ".tf8")
-#: dask name -> (the job name save(resume=True) records, the stamps of the stored inputs it was
-#: computed from), for results whose dask name is unique to one call (labels hold that call's
-#: pass-1 tiles) but whose job is fixed by input and parameters
-_JOB_NAMES: OrderedDict[str, tuple[str, dict]] = OrderedDict()
-
-
 def remember_job_name(array, job_name: str, inputs: dict | None = None):
     """Record that saving ``array`` is the job ``job_name``, computed from ``inputs`` (``{where:
-    stamp}``, read before the array was built); resume compares both."""
-    _JOB_NAMES[array.name] = (job_name, dict(inputs or {}))
-    while len(_JOB_NAMES) > 1024:
-        _JOB_NAMES.popitem(last=False)
-    return array
+    stamp}``, read before the array was built): for results whose dask name is unique to one call
+    (labels hold that call's pass-1 tiles) but whose job is fixed by input and parameters."""
+    return record(array, job=(job_name, dict(inputs or {})))
 
 
 class InputChangedError(RuntimeError):
@@ -275,7 +267,8 @@ def save(
         raise ValueError(f"kind={kind!r} must be 'image' or 'labels'")
     source = as_dask(array)
     plan = plan_of(source)
-    job_name, recorded_inputs = _JOB_NAMES.get(source.name, (source.name, {}))
+    info = info_of(source)
+    job_name, recorded_inputs = info.job if info is not None and info.job else (source.name, {})
     if format == "ome-zarr":
         from ._ome import metadata_of, ngff_order, permuted, with_metadata
 

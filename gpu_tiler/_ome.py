@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
+
+from ._registry import metadata_of, record
 
 #: length units NGFF names, in metres, for converting physical sigmas
 LENGTH_UNITS = {
@@ -58,19 +59,10 @@ class ImageMetadata:
         return cls(names, types, (1.0,) * ndim, (None,) * ndim, (0.0,) * ndim)
 
 
-_METADATA: OrderedDict[str, ImageMetadata] = OrderedDict()
-
-
-def metadata_of(array) -> ImageMetadata | None:
-    """The axes and pixel sizes travelling with a lazy array (None for arrays without them)."""
-    return _METADATA.get(getattr(array, "name", None))
-
-
 def attach_metadata(array, metadata: ImageMetadata | None):
+    """Let ``metadata`` travel with ``array`` (when it names one axis per dimension); return ``array``."""
     if metadata is not None and metadata.axes and len(metadata.axes) == array.ndim:
-        _METADATA[array.name] = metadata
-        while len(_METADATA) > 1024:
-            _METADATA.popitem(last=False)
+        record(array, metadata=metadata)
     return array
 
 

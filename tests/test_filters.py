@@ -195,19 +195,19 @@ def test_fused_chain_equals_sequential(mode):
 def test_a_dropped_result_does_not_keep_its_input_alive():
     import gc
 
-    from gpu_tiler._chain import _CHAINS
+    from gpu_tiler._registry import _records as records
 
     image = sample((40, 40), np.float32)
     smoothed = F.gaussian(F.median(image, 3), 1.0)  # the temporary median result is fused, then dropped
     name = smoothed.name
-    assert name in _CHAINS and gt.plan_of(smoothed).halo == (1 + 4,) * 2
+    assert records[name].chain is not None and gt.plan_of(smoothed).halo == (1 + 4,) * 2
     again = F.gaussian(F.median(image, 3), 1.0)  # an equal call: the same name, another array
     del smoothed
     gc.collect()
-    assert name in _CHAINS and gt.plan_of(F.maximum(again, 3)).halo == (1 + 4 + 1,) * 2  # still fuses
+    assert records[name].chain is not None and gt.plan_of(F.maximum(again, 3)).halo == (1 + 4 + 1,) * 2  # still fuses
     del again
     gc.collect()
-    assert name not in _CHAINS  # nor, with it, the input's graph and the image data in it
+    assert name not in records  # nor, with it, the input's graph and the image data in it
 
 
 def test_wrap_after_another_mode_is_not_fused_and_still_exact():
