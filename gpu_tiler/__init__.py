@@ -5,7 +5,8 @@ from ._claim import OutputInUseError, claim_output
 from ._cluster import cluster
 from ._config import config, parse_budget
 from ._devices import Device, devices
-from ._engine import map_tiles, plan_of
+from ._engine import map_tiles
+from ._registry import plan_of
 from .filters import (
     black_tophat,
     difference_of_gaussians,

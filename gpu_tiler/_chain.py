@@ -20,7 +20,9 @@ import dask.array as da
 import numpy as np
 
 from ._backends import chunk_backend
-from ._engine import as_dask, map_tiles
+from ._engine import map_tiles
+from ._io import as_dask
+from ._planning import plan_tiles
 from ._registry import info_of, record
 
 _WRAP = ("wrap", "grid-wrap")
@@ -184,8 +186,6 @@ def apply_operation(image, operation: Operation, *, fuse: bool = True, budget=No
     whole = operation.whole_axes
     tile_shape = None
     if whole:
-        from ._planning import plan_tiles
-
         tile_shape = plan_tiles(source.shape, source.dtype, halo, budget, out_dtype=operation.out_dtype,
                                 whole_axes=whole).tile_shape
     out = map_tiles(

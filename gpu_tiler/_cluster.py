@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from ._devices import cuda_devices, cupy_problem, devices, host_device
+
 
 class LocalTilerCluster:
     """A started local cluster and its client; use as a context manager (``with gt.cluster() as client``)."""
@@ -43,9 +45,6 @@ def cluster(n_workers: int | None = None, *, threads_per_worker: int | None = No
     """
     from distributed import Client
 
-    from ._backends import cupy_problem
-    from ._devices import cuda_devices, host_device
-
     problem = cupy_problem()
     if gpus and problem is not None:
         raise RuntimeError(f"gpus=True was asked for, but {problem}; use gpus=False for a CPU cluster")
@@ -56,10 +55,10 @@ def cluster(n_workers: int | None = None, *, threads_per_worker: int | None = No
             if gpus:
                 raise RuntimeError("gpus=True needs dask-cuda: pip install 'gpu_tiler[cuda12]' (or [cuda13])") from exc
         else:
-            devices = cuda_devices(memory_budget)
-            pool = min(d.budget_bytes for d in devices) // 2**20 * 2**20
+            gpus_here = cuda_devices(memory_budget)
+            pool = min(d.budget_bytes for d in gpus_here) // 2**20 * 2**20
             local = LocalCUDACluster(
-                n_workers=n_workers or len(devices), rmm_pool_size=pool, rmm_allocator_external_lib_list=["cupy"],
+                n_workers=n_workers or len(gpus_here), rmm_pool_size=pool, rmm_allocator_external_lib_list=["cupy"],
                 dashboard_address=":8787" if dashboard else None,
             )
             return LocalTilerCluster(local, Client(local), "dask-cuda")
@@ -78,11 +77,9 @@ def describe_workers(client) -> list[str]:
     """One line per worker: its address and the devices and budgets it sees."""
 
     def report():
-        import gpu_tiler
-
-        return [str(d) for d in gpu_tiler.devices()]
+        return [str(d) for d in devices()]
 
     lines = []
-    for address, devices in sorted(client.run(report).items()):
-        lines.append(f"{address}: " + "; ".join(devices))
+    for address, seen in sorted(client.run(report).items()):
+        lines.append(f"{address}: " + "; ".join(seen))
     return lines

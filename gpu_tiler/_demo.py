@@ -11,18 +11,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.ndimage as ndi
+
+import gpu_tiler as gt
+
+from ._preview import preview
+from .data import nuclei
 
 BUDGET = "64MiB"
 
 
 def run_demo(out: Path, *, shape=(8192, 8192), overwrite=True, say=print, progress=lambda label: None,
              check=True) -> int:
-    import scipy.ndimage as ndi
-
-    import gpu_tiler as gt
-    from gpu_tiler._preview import preview
-    from gpu_tiler.data import nuclei
-
     out = Path(out)
     say("gpu_tiler demo: denoise, threshold, label and measure a generated nuclei image")
     for device in gt.devices():

@@ -1,12 +1,13 @@
 """What devices this process can use, how much memory each has, and its budget."""
 from __future__ import annotations
 
+import functools
 import platform
 from dataclasses import dataclass
 
 import psutil
 
-from ._config import DEFAULT_GPU_FRACTION, DEFAULT_HOST_FRACTION, get_setting
+from ._config import DEFAULT_GPU_FRACTION, DEFAULT_HOST_FRACTION, get_setting, parse_budget
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,6 @@ def budget_for(kind: str, free_bytes: int, budget=None) -> int:
     if budget is None:
         budget = DEFAULT_HOST_FRACTION if kind == "cpu" else DEFAULT_GPU_FRACTION
     else:
-        from ._config import parse_budget
-
         budget = parse_budget(budget)
     if isinstance(budget, float):
         return max(1, int(free_bytes * budget))
@@ -59,9 +58,25 @@ def host_device(budget=None) -> Device:
     return Device("cpu", 0, _cpu_name(), int(mem.total), int(mem.available), budget_for("cpu", int(mem.available), budget))
 
 
-def cuda_devices(budget=None) -> list[Device]:
-    from ._backends import cupy_problem
+@functools.lru_cache(maxsize=None)
+def cupy_problem() -> str | None:
+    """Why the CuPy backend cannot run here, or None when a CUDA device really works."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken CUDA install raising at import
+        return f"CuPy is not importable ({type(exc).__name__}: {exc}); install gpu_tiler[cuda12] or [cuda13]"
+    try:
+        if not cupy.is_available():
+            return "CuPy is installed but no CUDA device is available (cupy.is_available() is False)"
+        probe = cupy.arange(4, dtype=cupy.float32)
+        if float((probe * 2).sum()) != 12.0:
+            return "a CUDA device is present but a test computation gave a wrong answer"
+    except Exception as exc:
+        return f"CuPy cannot run on this machine's CUDA device ({type(exc).__name__}: {exc})"
+    return None
 
+
+def cuda_devices(budget=None) -> list[Device]:
     if cupy_problem() is not None:
         return []
     import cupy

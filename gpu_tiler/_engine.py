@@ -23,21 +23,9 @@ from ._backends import namespace_of, resolve_backend
 from ._halo import axis_pieces, normalize_modes, source_indices
 from ._planning import TilePlan, normalize_halo, plan_tiles
 from ._provenance import UNVERIFIABLE, function_token
-from ._registry import info_of, record
-
-def plan_of(array) -> TilePlan | None:
-    """The tile plan a :func:`map_tiles` result was built with (None for other arrays)."""
-    info = info_of(array)
-    return None if info is None else info.plan
-
-
-def as_dask(array) -> da.Array:
-    if isinstance(array, da.Array):
-        return array
-    from ._io import open as open_image
-
-    return open_image(array)
-
+from ._io import as_dask
+from ._ome import attach_metadata, metadata_of
+from ._registry import plan_of, record
 
 def _check_cval_fits(cval, dtype):
     """Constant padding is stored in the tiles' dtype: refuse a cval that dtype cannot hold."""
@@ -288,6 +276,4 @@ def map_tiles(
     )
     out = da.map_blocks(run, *wins, chunks=plan.chunks, dtype=out_dtype, meta=meta, name=name)
     record(out, plan=plan)
-    from ._ome import attach_metadata, metadata_of
-
     return attach_metadata(out, metadata_of(xs[0]))

@@ -17,10 +17,24 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
+from ._backends import NUMPY
 from ._claim import OutputInUseError, claim_output
 from ._execute import run_bounded, tiles_in_flight_for_chunks
 from ._provenance import StoredArray, files_of_zarr, stamps_of, unverifiable_in
-from ._registry import info_of, record
+from ._ome import (
+    attach_metadata,
+    metadata_of,
+    multiscales_attrs,
+    multiscales_of,
+    next_level,
+    ngff_order,
+    permuted,
+    pyramid_factors,
+    read_multiscale,
+    tiff_metadata,
+    with_metadata,
+)
+from ._registry import info_of, plan_of, record
 
 _TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf", ".tf8")
 def remember_job_name(array, job_name: str, inputs: dict | None = None):
@@ -42,6 +56,11 @@ def check_unchanged(before: dict, after: dict, doing: str) -> None:
             f"input {', '.join(map(repr, changed))} changed while {doing} (its files were modified); the result "
             f"would mix its old and new data, so nothing was written: run the job again once the input is final"
         )
+
+
+def as_dask(array) -> da.Array:
+    """``array`` as a dask array: itself when it is one, else :func:`open` of it."""
+    return array if isinstance(array, da.Array) else open(array)
 
 
 def _is_zarr_dir(path: Path) -> bool:
@@ -154,8 +173,6 @@ def _open_path(path: Path, chunks, level=None) -> da.Array:
         import tifffile
         import zarr
 
-        from ._ome import attach_metadata, tiff_metadata
-
         store = tifffile.imread(path, aszarr=True)
         z, where = _zarr_array_from(zarr.open(store, mode="r"), str(path))
         return attach_metadata(_from_zarr(z, where, chunks, files=str(path)), tiff_metadata(path))
@@ -165,8 +182,6 @@ def _open_path(path: Path, chunks, level=None) -> da.Array:
         if not _is_zarr_dir(path):
             raise ValueError(f"'{path}' is a directory but not a zarr store (no zarr.json, .zarray or .zgroup)")
         node = zarr.open(str(path), mode="r")
-        from ._ome import attach_metadata, multiscales_of, read_multiscale
-
         if isinstance(node, zarr.Group) and multiscales_of(dict(node.attrs)) is not None:
             z, where, metadata = read_multiscale(node, str(path), level)
             return attach_metadata(_from_zarr(z, where, chunks), metadata)
@@ -254,8 +269,6 @@ def save(
     (True, or seconds) queues it behind that job. Use :func:`gpu_tiler.claim_output` to hold the
     claim across a longer computation (e.g. around :func:`gpu_tiler.label` and its save).
     """
-    from ._engine import as_dask, plan_of
-
     target = Path(path)
     if target.exists() and not overwrite:
         raise FileExistsError(f"'{target}' exists; pass overwrite=True to replace it")
@@ -270,8 +283,6 @@ def save(
     info = info_of(source)
     job_name, recorded_inputs = info.job if info is not None and info.job else (source.name, {})
     if format == "ome-zarr":
-        from ._ome import metadata_of, ngff_order, permuted, with_metadata
-
         meta = with_metadata(metadata_of(array) or metadata_of(source), source.ndim, axes, scale, units)
         order = ngff_order(meta)
         if order is not None:  # e.g. an ImageJ TZCYX stack: OME-Zarr wants TCZYX
@@ -285,13 +296,9 @@ def save(
         if plan is not None and budget is None:
             tiles_in_flight = plan.tiles_in_flight
         else:
-            from ._backends import NUMPY
-
             tiles_in_flight = tiles_in_flight_for_chunks(source, NUMPY.device(budget).budget_bytes)
     ome = None
     if format == "ome-zarr":
-        from ._ome import pyramid_factors
-
         factors = pyramid_factors(source.shape, meta, pyramid_levels)
         ome = (meta, factors)
     job = {
@@ -377,8 +384,6 @@ def _save_claimed(source, target: Path, job, read_now, ome, resume, overwrite, k
 def _write_pyramid(partial: Path, target: Path, meta, factors, kind, zarr_format, tiles_in_flight, attrs):
     """Levels 1.. of an OME-Zarr pyramid, each from the stored level before; then the NGFF attributes."""
     import zarr
-
-    from ._ome import multiscales_attrs, next_level
 
     for level, factor in enumerate(factors, start=1):
         previous = open(partial / str(level - 1))

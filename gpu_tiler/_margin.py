@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ._engine import map_tiles
+from ._io import as_dask
+
 
 @dataclass(frozen=True)
 class MarginReport:
@@ -41,8 +44,6 @@ def find_margin(func, image, margins=range(0, 33), *, tile_shape=None, mode="ref
     which every larger margin tried is within ``tolerance``. With ``plot`` (a path), a PNG of error
     against margin is written there (needs matplotlib).
     """
-    from ._engine import as_dask, map_tiles
-
     x = as_dask(image)
     sample = np.asarray(x.compute())
     margins = tuple(int(m) for m in margins)

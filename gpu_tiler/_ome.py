@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ._backends import namespace_of
 from ._registry import metadata_of, record
 
 #: length units NGFF names, in metres, for converting physical sigmas
@@ -267,8 +268,6 @@ def pyramid_factors(shape, metadata: ImageMetadata, levels: int | None, smallest
 
 def downsample_mean(block, factors):
     """Mean over ``factors`` blocks; integers are rounded back to their dtype."""
-    from ._backends import namespace_of
-
     xp = namespace_of(block)
     trimmed = block[tuple(slice(0, (n // f) * f) for n, f in zip(block.shape, factors))]
     shape = []

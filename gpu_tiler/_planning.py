@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from ._backends import get_backend, resolve_backend
 from ._config import get_setting, parse_budget
+from ._devices import devices
+from ._execute import active_client
 
 
 #: Tiles are cut for parallelism (one per tile in flight) only while they stay at least this long.
@@ -100,8 +104,6 @@ def _resolve_budget(budget, backend) -> tuple[int, str]:
     Bytes are used as given. A fraction or the configured default is taken of the device's free
     memory: this process's device, or, when a dask.distributed client is active, the smallest such
     budget among its workers' devices, so every tile fits on whichever worker runs it."""
-    from ._backends import get_backend, resolve_backend
-
     backend = resolve_backend() if backend is None else (get_backend(backend) if isinstance(backend, str) else backend)
     value = None if budget is None else parse_budget(budget)
     if isinstance(value, int):
@@ -114,20 +116,18 @@ def _resolve_budget(budget, backend) -> tuple[int, str]:
 
 def _worker_budgets(kind: str, fraction) -> list[int]:
     """Each distributed worker's budget for its devices of ``kind`` (empty without a client)."""
-    from ._execute import active_client
-
     client = active_client()
     if client is None:
         return []
 
     def budgets(kind=kind, fraction=fraction):
-        import gpu_tiler
-
-        return [d.budget_bytes for d in gpu_tiler.devices(fraction) if d.kind == kind]
+        return [d.budget_bytes for d in devices(fraction) if d.kind == kind]
 
     try:
         found = client.run(budgets)
-    except Exception:  # a worker that cannot answer: plan with this process's view instead
+    except (OSError, TimeoutError, RuntimeError, ImportError) as exc:  # a worker that cannot answer
+        warnings.warn(f"could not ask the cluster's workers for their memory budgets ({type(exc).__name__}: {exc}); "
+                      f"planning tiles with this process's budget instead", RuntimeWarning, stacklevel=3)
         return []
     return [b for per_worker in found.values() for b in per_worker]
 

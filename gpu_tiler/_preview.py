@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import as_dask
+
 
 def label_colours(labels: np.ndarray) -> np.ndarray:
     """A distinct, stable RGB colour per label id (0 stays black)."""
@@ -38,8 +40,6 @@ def preview(image, path, *, labels=None, max_size: int = 1024, grid=True, alpha:
     chunks) is drawn in yellow. Returns the path.
     """
     from PIL import Image
-
-    from ._engine import as_dask
 
     x = as_dask(image)
     if max_size < 16:

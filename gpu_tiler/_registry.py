@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["ArrayInfo", "info_of", "metadata_of", "record"]
+__all__ = ["ArrayInfo", "info_of", "metadata_of", "plan_of", "record"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,12 @@ def info_of(array) -> ArrayInfo | None:
 
 #: dask layers that move voxels while keeping the shape (x.T of a square image, x[::-1], np.roll)
 _MOVING = ("getitem", "transpose", "flip", "roll", "rot90", "swapaxes", "moveaxis", "reshape", "shuffle")
+
+
+def plan_of(array):
+    """The tile plan a :func:`gpu_tiler.map_tiles` result was built with (None for other arrays)."""
+    info = info_of(array)
+    return None if info is None else info.plan
 
 
 def _same_voxels_parent(graph, name: str, shape) -> str | None:

@@ -25,10 +25,14 @@ from ._checks import (
     normalize_order,
     normalize_sigma,
     normalize_size,
+    _per_axis,
     reach,
     size_or_footprint,
 )
-from ._engine import as_dask, map_tiles
+from ._backends import chunk_backend
+from ._engine import map_tiles
+from ._io import as_dask
+from ._ome import metadata_of, physical_to_pixels
 
 __all__ = [
     "black_tophat", "difference_of_gaussians", "gaussian", "maximum", "median", "minimum",
@@ -44,15 +48,11 @@ def _prepare(image, mode):
 def _spatial(x, value, fill, *, name, units=None):
     """Per-axis values for an image that knows its axes: a single value applies to the space axes
     only (``fill`` on time and channel axes); with ``units`` physical lengths become pixels."""
-    from ._ome import metadata_of, physical_to_pixels
-
     meta = metadata_of(x)
     if meta is not None and np.isscalar(value) and len(meta.spatial) < x.ndim:
         value = tuple(value if a in meta.spatial else fill for a in range(x.ndim))
     if units is None:
         return value
-    from ._checks import _per_axis
-
     return physical_to_pixels(_per_axis(name, value, x.ndim), meta, units, name)
 
 
@@ -110,8 +110,6 @@ def gaussian(image, sigma, order=0, mode="reflect", cval=0.0, truncate=4.0, *, r
     order = normalize_order(order, x.ndim)
     truncate = check_positive("truncate", truncate)
     if radius is not None:
-        from ._checks import _per_axis
-
         radius = tuple(int(r) for r in _per_axis("radius", radius, x.ndim))
         if any(r < 0 for r in radius):
             raise ValueError(f"radius={radius!r}: each value must be a whole number >= 0")
@@ -229,8 +227,6 @@ def subtract_background(image, radius, mode="reflect", cval=0.0, *, fuse=True, b
     Equals ``skimage.morphology.white_tophat(image, disk(radius))`` (``ball`` in 3-D): everything
     narrower than the disk is kept, the slowly varying background under it is subtracted.
     """
-    from ._ome import metadata_of
-
     x = check_image(as_dask(image))
     if isinstance(radius, bool) or not float(radius).is_integer() or radius < 1:
         raise ValueError(f"radius={radius!r} must be a whole number >= 1 (voxels)")
@@ -288,8 +284,6 @@ def difference_of_gaussians(image, sigma_low, sigma_high=None, mode="nearest", c
 
 
 def _histogram_block(block, low, high, nbins, integer):
-    from ._backends import chunk_backend
-
     xp = chunk_backend(block).xp
     if integer:
         counts = xp.bincount((block.astype(np.int64) - int(low)).ravel(), minlength=int(high) - int(low) + 1)

@@ -76,5 +76,6 @@ def test_label_and_map_labels_under_the_cluster(client, image):
 def test_tiles_are_planned_with_the_smallest_worker_budget(client):
     budgets = [b for per in client.run(lambda: [d.budget_bytes for d in gt.devices(0.01)]).values() for b in per]
     plan = gt.plan_tiles((4096, 4096), "float32", halo=4, budget=0.01)
-    assert plan.budget_bytes == min(budgets)
+    # free memory moves by a few kB between the two questions: the planner's answer is the minimum it saw
+    assert plan.budget_bytes == pytest.approx(min(budgets), rel=1e-3)
     assert gt.plan_tiles((64, 64), "float32", budget="1MiB").budget_bytes == 2**20  # bytes are used as given

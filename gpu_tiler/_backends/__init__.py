@@ -12,6 +12,8 @@ import numpy as np
 from dask.utils import Dispatch
 
 from .._config import get_setting
+from .._devices import cupy_problem
+from ._cupy import CupyBackend
 from ._numpy import NumpyBackend
 
 NUMPY = NumpyBackend()
@@ -29,27 +31,7 @@ def _register_cupy():
 
 
 @functools.lru_cache(maxsize=None)
-def cupy_problem() -> str | None:
-    """Why the CuPy backend cannot run here, or None when a CUDA device really works."""
-    try:
-        import cupy
-    except Exception as exc:  # ImportError, or a broken CUDA install raising at import
-        return f"CuPy is not importable ({type(exc).__name__}: {exc}); install gpu_tiler[cuda12] or [cuda13]"
-    try:
-        if not cupy.is_available():
-            return "CuPy is installed but no CUDA device is available (cupy.is_available() is False)"
-        probe = cupy.arange(4, dtype=cupy.float32)
-        if float((probe * 2).sum()) != 12.0:
-            return "a CUDA device is present but a test computation gave a wrong answer"
-    except Exception as exc:
-        return f"CuPy cannot run on this machine's CUDA device ({type(exc).__name__}: {exc})"
-    return None
-
-
-@functools.lru_cache(maxsize=None)
 def get_cupy_backend():
-    from ._cupy import CupyBackend
-
     return CupyBackend()
 
 

@@ -1,6 +1,7 @@
 """The CuPy backend: CuPy arrays, cupyx.scipy.ndimage, cuCIM where installed; runs on a CUDA GPU."""
 from __future__ import annotations
 
+from .._devices import cuda_devices
 
 
 class CupyBackend:
@@ -33,8 +34,6 @@ class CupyBackend:
         return self._cupy.empty((0,) * ndim, dtype=dtype)
 
     def device(self, budget=None):
-        from .._devices import cuda_devices
-
         current = self._cupy.cuda.runtime.getDevice()
         return cuda_devices(budget)[current]
 

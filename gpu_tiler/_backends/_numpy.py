@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._devices import host_device
+
 
 class NumpyBackend:
     name = "numpy"
@@ -32,8 +34,6 @@ class NumpyBackend:
         return np.empty((0,) * ndim, dtype=dtype)
 
     def device(self, budget=None):
-        from .._devices import host_device
-
         return host_device(budget)
 
     def __repr__(self):
