@@ -407,13 +407,27 @@ def _to_host(part):
     return host
 
 
+def _scalar_power(base, exponent):
+    """``base ** exponent`` one float64 scalar at a time, the form scikit-image uses (one region at a time).
+
+    NumPy's vectorised ``power`` picks a SIMD loop by the CPU at run time (AVX-512 where there is
+    one), which may differ from the scalar C ``pow`` in the last bit; NumPy's scalar power always
+    calls ``pow``, so this result does not depend on the CPU, and equals scikit-image's bit for bit.
+    """
+    return np.array([b ** exponent for b in np.asarray(base, dtype=np.float64)], dtype=np.float64)
+
+
 def _normalized(mu, exponents, ndim):
     """scikit-image's ``moments_normalized``: mu_p / mu_0 ** (|p| / ndim + 1); NaN where |p| < 2."""
     out = np.full_like(mu, np.nan)
     mu0 = mu[:, 0]
+    denominators = {}
     for e, p in enumerate(exponents):
         if sum(p) >= 2:
-            out[:, e] = mu[:, e] / mu0 ** (sum(p) / ndim + 1)
+            power = sum(p) / ndim + 1
+            if power not in denominators:
+                denominators[power] = _scalar_power(mu0, power)
+            out[:, e] = mu[:, e] / denominators[power]
     return out
 
 
@@ -442,18 +456,26 @@ def _values(plan, part):
     area = count.astype(np.float64)
     bmin, bmax = part["bmin"], part["bmax"]
     box = np.prod((bmax - bmin + 1).astype(np.float64), axis=1)
+    # scikit-image's centroid is the mean of the coordinates and centroid_local the first raw moment
+    # (in the bounding box's frame) over the zeroth: both integer sums, exact, divided once
     centroid = part["sum"] / count[:, None]
+    local_sum = part["sum"] - count[:, None] * bmin
     cache = {}
 
     def central():
         if "central" not in cache:  # part["center"] -> centroid
-            d = part["center"] - centroid
+            d = (part["center"] - bmin) - local_sum / count[:, None]  # in the box's frame, as scikit-image
             cache["central"] = _shift_moments(np, part["mu"], plan.exponents, d)
         return cache["central"]
 
-    def weighted_centroid():
+    def weighted_centroid_local():
+        # scikit-image: the first weighted raw moment in the bounding box's frame over the zeroth
+        # (sums of integers for an integer intensity image: exact, then divided once)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return part["wsum"] / part["isum"][:, None]
+            return (part["wsum"] - part["isum"][:, None] * bmin) / part["isum"][:, None]
+
+    def weighted_centroid():
+        return weighted_centroid_local() + bmin  # scikit-image adds the slice start to the local one
 
     def eigvals():
         if "eig" not in cache:
@@ -462,7 +484,7 @@ def _values(plan, part):
         return cache["eig"]
 
     def weighted_central():
-        return _shift_moments(np, part["wmu"], plan.weighted_exponents, part["center"] - weighted_centroid())
+        return _shift_moments(np, part["wmu"], plan.weighted_exponents, (part["center"] - bmin) - weighted_centroid_local())
 
     makers = {
         "label": lambda: part["label"].astype(np.int64),
@@ -472,8 +494,8 @@ def _values(plan, part):
         "bbox": lambda: np.concatenate([bmin, bmax + 1], axis=1).astype(np.int64),
         "extent": lambda: area / box,
         "centroid": lambda: centroid,
-        "centroid_local": lambda: centroid - bmin,
-        "equivalent_diameter_area": lambda: (2 * ndim * area / math.pi) ** (1 / ndim),
+        "centroid_local": lambda: local_sum / count[:, None],
+        "equivalent_diameter_area": lambda: _scalar_power(2 * ndim * area / math.pi, 1 / ndim),
         "inertia_tensor": lambda: _inertia_tensor(central(), plan.exponents, ndim),
         "inertia_tensor_eigvals": eigvals,
         "axis_major_length": lambda: (
@@ -492,7 +514,7 @@ def _values(plan, part):
         "intensity_max": lambda: _decode_extremes(part["imax"], plan.extremes),
         "intensity_std": lambda: np.sqrt(np.maximum(part["imu"][:, 2], 0) / count),
         "centroid_weighted": weighted_centroid,
-        "centroid_weighted_local": lambda: weighted_centroid() - bmin,
+        "centroid_weighted_local": weighted_centroid_local,
         "moments_weighted": lambda: _as_grid(
             _shift_moments(np, part["wmu"], plan.weighted_exponents, part["center"] - bmin), ndim
         ),
@@ -546,13 +568,18 @@ def regionprops(labels, intensity=None, properties=None, *, backend=None):
 
     ``properties`` (default ``label, area, centroid, bbox``, plus ``intensity_mean``,
     ``intensity_min`` and ``intensity_max`` with an intensity image) may name any of
-    :data:`SUPPORTED_PROPERTIES`. Integer-valued columns (``label``, ``num_pixels``, ``bbox``),
-    extrema and ``area``/``area_bbox`` are exactly scikit-image's. Float columns built from sums
-    (centroids, means, moments, inertia tensors, standard deviation) equal scikit-image's to
-    float64 rounding (about 1e-12 relative to the size of the quantity) because the sums are
-    added in another order; for float32 intensities scikit-image accumulates ``intensity_mean``
-    and ``intensity_std`` in float32, so those agree to float32 rounding. Properties that need a
-    whole object at once (``perimeter``, ``solidity``, ``eccentricity``...) are a ``ValueError``.
+    :data:`SUPPORTED_PROPERTIES`. Bit-identical to scikit-image on every CPU, because they are
+    computed from exact integer sums with scikit-image's operations in its order and scalar form
+    (see ``docs/measure.md``): ``label``, ``num_pixels``, ``bbox``, ``area``, ``area_bbox``,
+    ``extent``, ``equivalent_diameter_area``, ``centroid``, ``centroid_local``, the extrema and,
+    for an integer intensity image, ``intensity_mean``, ``centroid_weighted`` and
+    ``centroid_weighted_local``; raw ``moments`` too while they stay below 2**53. Other float
+    columns built from sums (central and weighted moments, inertia tensors, axis lengths, standard
+    deviation, means of float intensities) equal scikit-image's to float64 rounding (about 1e-12
+    relative to the size of the quantity) because the sums are added in another order; for float32
+    intensities scikit-image accumulates ``intensity_mean`` and ``intensity_std`` in float32, so
+    those agree to float32 rounding. Properties that need a whole object at once (``perimeter``,
+    ``solidity``, ``eccentricity``...) are a ``ValueError``.
     """
     lab = as_dask(labels)
     dtype = np.dtype(lab.dtype)

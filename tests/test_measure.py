@@ -1,4 +1,9 @@
 """regionprops on tiles equals scikit-image's regionprops_table on the whole image."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import dask
 import dask.array as da
 import numpy as np
@@ -14,11 +19,15 @@ INTENSITY_PROPERTIES = {
     "centroid_weighted_local", "moments_weighted", "moments_weighted_central", "moments_weighted_normalized",
 }
 SHAPE_PROPERTIES = [p for p in SUPPORTED_PROPERTIES if p not in INTENSITY_PROPERTIES]
-#: integer-valued, extrema, or computed from integers the way scikit-image does: must be bit-equal
+#: integer-valued, extrema, or computed from exact integer sums with scikit-image's operations, in its
+#: order and scalar-vs-array form: must be bit-identical on every CPU. ``moments`` (raw, in the box's
+#: frame) are integers computed exactly on both sides while they stay below 2**53, as in these images.
 EXACT = {
-    "label", "area", "num_pixels", "bbox", "area_bbox", "extent", "equivalent_diameter_area",
-    "intensity_min", "intensity_max",
+    "label", "area", "num_pixels", "bbox", "area_bbox", "extent", "equivalent_diameter_area", "centroid",
+    "centroid_local", "moments", "intensity_min", "intensity_max",
 }
+#: bit-identical too when the intensity image is integer: its sums are exact integers
+EXACT_WITH_INTEGER_INTENSITY = {"intensity_mean", "centroid_weighted", "centroid_weighted_local"}
 
 
 def blobs(shape, seed, *, spread_ids=False):
@@ -92,13 +101,31 @@ def tolerance(column, helpers, intensity_dtype):
     return rtol, 1e-10 * scale
 
 
+def exact_properties(intensity_dtype):
+    integer = intensity_dtype is not None and not np.issubdtype(intensity_dtype, np.floating)
+    return EXACT | (EXACT_WITH_INTEGER_INTENSITY if integer else set())
+
+
+def assert_bit_identical(values, expected, column):
+    """Every bit equal: float columns compared as their 64-bit patterns (last bits, signed zeros, NaNs)."""
+    if values.dtype.kind == "f":
+        differ = values.view(np.uint64) != expected.view(np.uint64)
+    else:
+        differ = values != expected
+    assert not differ.any(), (
+        f"{column}: {differ.sum()} of {differ.size} values differ from scikit-image's in some bit, "
+        f"e.g. {values[differ][:3].tolist()} vs {expected[differ][:3].tolist()}"
+    )
+
+
 def assert_equals_skimage(got, want, helpers, intensity_dtype=None):
     assert list(got.columns) == list(want), "columns (names and order) differ from scikit-image's"
+    exact = exact_properties(intensity_dtype)
     for column, expected in want.items():
         values = got[column].to_numpy()
         assert values.dtype == expected.dtype, f"{column}: dtype {values.dtype}, scikit-image {expected.dtype}"
-        if property_of(column)[0] in EXACT:
-            np.testing.assert_array_equal(values, expected, err_msg=column)
+        if property_of(column)[0] in exact:
+            assert_bit_identical(values, expected, column)
             continue
         rtol, atol = tolerance(column, helpers, intensity_dtype)
         close = np.isclose(values, expected, rtol=rtol, atol=atol, equal_nan=True)
@@ -128,6 +155,50 @@ def test_regionprops_equals_skimage_on_the_whole_image(case, intensity_dtype, ba
     assert len(got) == len(np.unique(labels)) - 1 > 1
     assert np.all(np.diff(got["label"].to_numpy()) > 0), "rows must be sorted by label"
     assert_equals_skimage(got, want, helpers, intensity_dtype)
+
+
+def _cpu_features():
+    """NumPy's (baseline, dispatch targets, features of this CPU), wherever this NumPy keeps them."""
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:  # NumPy 1.x
+        from numpy.core import _multiarray_umath as umath
+    return umath.__cpu_baseline__, umath.__cpu_dispatch__, umath.__cpu_features__
+
+
+def avx512_dispatch_targets():
+    """The AVX-512 dispatch targets NumPy would use on this CPU, which NPY_DISABLE_CPU_FEATURES can turn
+    off (NumPy refuses names that are in its baseline or not in this CPU)."""
+    baseline, dispatch, present = _cpu_features()
+    return [
+        name for name in dispatch
+        if (name.startswith("AVX512") or name == "X86_V4") and present.get(name) and name not in baseline
+    ]
+
+
+@pytest.mark.slow
+def test_exact_columns_stay_bit_identical_without_avx512_dispatch():
+    """The exactness tests again in a NumPy whose AVX-512 loops are switched off: the exact columns must
+    not depend on which SIMD path the CPU gives NumPy (a vectorised and a scalar power differ in the last
+    bit on AVX-512 but not without it, so either path alone proves nothing about the other)."""
+    targets = avx512_dispatch_targets()
+    if not targets:
+        pytest.skip("this CPU gives NumPy no AVX-512 dispatch targets: the default run already covers its only path")
+    env = dict(os.environ, NPY_DISABLE_CPU_FEATURES=" ".join(targets))
+    probe = (
+        "import numpy, sys; sys.path.insert(0, 'tests'); import test_measure as t; "
+        "print(' '.join(t.avx512_dispatch_targets()) or 'none')"
+    )
+    root = Path(__file__).resolve().parent.parent
+    left = subprocess.run([sys.executable, "-c", probe], env=env, cwd=root, capture_output=True, text=True, check=True)
+    assert left.stdout.split() == ["none"], f"still on under {env['NPY_DISABLE_CPU_FEATURES']!r}: {left.stdout}"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests" / "test_measure.py"),
+         "-k", "equals_skimage_on_the_whole_image and numpy or spread_ids_and_objects"],
+        env=env, cwd=root, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout, result.stdout[-2000:]
 
 
 def test_widely_spread_ids_and_objects_across_many_tiles():
