@@ -1,15 +1,38 @@
 """The ``gpu-tiler`` command line: the only place in gpu_tiler that prints.
 
-Errors are one line naming the problem and the fix: exit code 2 for a bad path or parameter,
-1 for a failure while computing; ``--debug`` shows the traceback instead.
+Errors are one line naming the problem and the fix: exit code 2 for a problem with what was asked
+(a bad path or parameter, an existing output, a refused resume), found before computing; 1 for a
+failure while computing. ``--debug`` shows the traceback instead.
+
+``gpu-tiler filter OP`` has one subcommand per public filter of :mod:`gpu_tiler.filters`, its options
+read from the function's signature and its help from the docstring: a filter added there is on the
+command line with no edit here.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import inspect
+import re
+import shlex
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+
+import gpu_tiler as gt
+
+from . import filters
+from ._backends import cupy_problem
+from ._cluster import describe_workers
+from ._demo import run_demo
+from ._execute import active_client
+from ._halo import MODES
+from ._preview import preview
+from .data import nuclei
+from .labels._merge import MERGERS, get_merger
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -17,6 +40,31 @@ EXIT_FAILURE = 1
 
 class UsageError(Exception):
     """A problem with what was asked (path, parameter): exit code 2."""
+
+
+# ---- exit codes -------------------------------------------------------------------------------
+
+#: What was asked cannot be done, whenever it is found: exit 2.
+_ALWAYS_USAGE = (UsageError, FileExistsError, gt.ResumeRefusedError)
+#: Another job holds the output, or an input changed under this one: exit 1, whenever it is found.
+_ALWAYS_FAILURE = (gt.OutputInUseError, gt.InputChangedError)
+#: Raised while checking the arguments and building the lazy computation: a bad path or parameter.
+_USAGE_BEFORE_COMPUTING = (ValueError, TypeError, FileNotFoundError)
+
+
+def _start_computing(args):
+    """Mark the rest of a command as the computation: what was asked is checked and the lazy result
+    built, so an error raised from here on (a ValueError inside a tile function, say) is a failure."""
+    args.computing = True
+
+
+def exit_code(exc, computing: bool) -> int:
+    """2 for a problem with what was asked, 1 for a failure (see the module's docstring)."""
+    if isinstance(exc, _ALWAYS_USAGE):
+        return EXIT_USAGE
+    if isinstance(exc, _ALWAYS_FAILURE) or computing:
+        return EXIT_FAILURE
+    return EXIT_USAGE if isinstance(exc, _USAGE_BEFORE_COMPUTING) else EXIT_FAILURE
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -27,13 +75,34 @@ def _numbers(text, kind=float):
     try:
         values = tuple(kind(v) for v in str(text).split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a comma-separated list of numbers") from None
+        what = "whole number" if kind is int else "number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {what} or a comma-separated list of {what}s") from None
     return values[0] if len(values) == 1 else values
 
 
 def _ints(text):
     return _numbers(text, int)
 
+
+def _value(text):
+    """A whole number, a number, a comma-separated list of either, or else the text as given
+    (``"3"`` -> 3, ``"1,2.5"`` -> (1.0, 2.5), ``"otsu"`` -> ``"otsu"``)."""
+    for kind in (int, float):
+        try:
+            return _numbers(text, kind)
+        except argparse.ArgumentTypeError:
+            pass
+    return text
+
+
+def _modes(text):
+    """A boundary mode, or one per axis separated by commas (``nearest`` or ``reflect,nearest``)."""
+    modes = tuple(text.split(","))
+    for mode in modes:
+        if mode not in MODES:
+            raise argparse.ArgumentTypeError(f"{mode!r} is not a boundary mode; use one of {', '.join(MODES)} "
+                                             "(or one per axis separated by commas)")
+    return modes[0] if len(modes) == 1 else modes
 
 def _progress(args, label):
     """A progress callback (done, total) for save(), drawn with tqdm on a terminal, else silent."""
@@ -55,8 +124,6 @@ def _progress(args, label):
 
 def _dask_progress(args, label):
     """A progress bar fed by dask's scheduler callbacks (tqdm's TqdmCallback) for work outside save()."""
-    import contextlib
-
     if args.quiet or not sys.stderr.isatty():
         return contextlib.nullcontext()
     from tqdm.dask import TqdmCallback
@@ -70,8 +137,6 @@ def _say(args, text):
 
 
 def _open(path, what="input"):
-    import gpu_tiler as gt
-
     if not Path(path).exists():
         raise UsageError(f"{what} '{path}' does not exist: give the path of a zarr store, TIFF or .npy file")
     return gt.open(path)
@@ -83,9 +148,6 @@ def _check_output(path, overwrite):
 
 
 def _save(args, array, path, label, kind="image"):
-    import gpu_tiler as gt
-
-    _check_output(path, args.overwrite)
     start = time.perf_counter()
     fmt = "ome-zarr" if args.pyramid else args.out_format
     extra = {"pyramid_levels": args.pyramid, "kind": kind} if fmt == "ome-zarr" else {}
@@ -98,11 +160,6 @@ def _save(args, array, path, label, kind="image"):
 def _claimed(args, argv):
     """Hold the output's claim for the whole command, so a second job into the same output is
     refused before it computes anything (labelling runs before the save that would claim it)."""
-    import contextlib
-    import shlex
-
-    import gpu_tiler as gt
-
     output = getattr(args, "output", None)
     if output is None or args.command == "info":
         return contextlib.nullcontext()
@@ -110,23 +167,145 @@ def _claimed(args, argv):
     return gt.claim_output(output, wait=args.wait, job=shlex.join(["gpu-tiler", *map(str, words)]))
 
 
+# ---- filters, derived from gpu_tiler.filters --------------------------------------------------
+
+#: Filter parameters that are not options: the CLI gives the budget (``--memory-budget``), runs one
+#: filter per command (nothing to ``fuse``), and cannot take an array (``footprint``, ``structure``).
+NOT_OPTIONS = ("budget", "fuse", "footprint", "structure")
+
+
+def filter_functions() -> dict:
+    """The public filters, by name: each function in ``gpu_tiler.filters.__all__`` that takes an
+    ``image`` first, except the threshold methods (such as ``threshold_otsu``), which give a number."""
+    methods = list(filters.THRESHOLD_METHODS.values())
+    found = {}
+    for name in filters.__all__:
+        func = getattr(filters, name, None)
+        if not inspect.isfunction(func) or any(func is m for m in methods):
+            continue
+        first = next(iter(_signature(func).parameters), None)
+        if first == "image":
+            found[name] = func
+    return found
+
+
+def _signature(func):
+    try:
+        return inspect.signature(func, eval_str=True)
+    except (NameError, SyntaxError, TypeError):  # an annotation that cannot be evaluated here: use its text
+        return inspect.signature(func)
+
+
+def _parameter_help(doc: str) -> dict:
+    """``name -> first line of its description`` from a docstring's numpydoc ``Parameters`` section or
+    Sphinx ``:param name:`` fields (empty when it has neither)."""
+    found = {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s*:param\s+(?:\w+\s+)?(\w+):(.*)$", doc, re.M)}
+    lines = doc.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.strip() == "Parameters" and set(lines[i + 1].strip()) == {"-"}:
+            name = None
+            for entry in lines[i + 2:]:
+                if entry.strip() and set(entry.strip()) == {"-"}:  # the next section's underline
+                    break
+                if entry and not entry[0].isspace():
+                    name = entry.split(":")[0].strip()
+                elif name and entry.strip() and name not in found:
+                    found[name] = entry.strip()
+            break
+    return found
+
+
+def _option_kind(param):
+    """How an option's text becomes the parameter's value, and what to call it in the help: from the
+    annotation, else the default's type; a str default or none at all takes a number or text."""
+    if param.name == "mode":
+        return _modes, "MODE", f"{', '.join(MODES)}, or one per axis, e.g. reflect,nearest"
+    empty = inspect.Parameter.empty
+    annotation = param.annotation if isinstance(param.annotation, type) and param.annotation is not empty else None
+    kind = annotation or (None if param.default is None or param.default is empty else type(param.default))
+    if kind is bool:
+        return None, None, None
+    if kind is int:
+        return _ints, "N", "a whole number, or one per axis, e.g. 3 or 1,3,3"
+    if kind is float:
+        return _numbers, "X", "a number, or one per axis, e.g. 2 or 1,2,2"
+    if annotation is str:
+        return str, "TEXT", None
+    return _value, "VALUE", "a number, one per axis (1,2,2) or a name"
+
+
+class _Parameter(argparse.Action):
+    """Collects a filter's options into ``args.params`` (only those given: the function's defaults hold
+    for the rest), apart from the command's own arguments."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        params = dict(getattr(namespace, "params", None) or {})
+        params[self.dest] = self.const if self.nargs == 0 else values
+        namespace.params = params
+
+
+def _option_names(name: str) -> list[str]:
+    """``--sigma-low`` for ``sigma_low``; a parameter of alternatives (``value_or_method``) is also
+    called by its first (``--value``)."""
+    names = ["--" + name.replace("_", "-")]
+    if "_or_" in name:
+        names.append("--" + name.split("_or_")[0].replace("_", "-"))
+    return names
+
+
+def _add_filter(ops, common, name, func):
+    """One ``gpu-tiler filter NAME`` subcommand: input, output and an option per parameter of ``func``."""
+    doc = inspect.getdoc(func) or name
+    described = _parameter_help(doc)
+    summary = " ".join(doc.split("\n\n")[0].split())  # the first paragraph, on one line
+    parser = ops.add_parser(name, parents=[common], help=summary.replace("%", "%%"), description=doc,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help="the image: a zarr store, OME-Zarr, TIFF or .npy file")
+    parser.add_argument("output", help="the zarr store to write")
+    group = parser.add_argument_group(f"{name}'s parameters (from gpu_tiler.filters.{name})")
+    options, required = [], []
+    for param in list(_signature(func).parameters.values())[1:]:
+        if param.name in NOT_OPTIONS or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        convert, metavar, form = _option_kind(param)
+        given = param.default is inspect.Parameter.empty
+        if given:
+            required.append(param.name)
+        text = "; ".join(t for t in (described.get(param.name), form) if t)
+        text += " (required)" if given else " (optional)" if param.default is None else f" (default: {param.default})"
+        names = _option_names(param.name)
+        if convert is None:  # a switch: --name turns a False default on, --no-name a True one off
+            names = names if not param.default else ["--no-" + n[2:] for n in names]
+            group.add_argument(*names, dest=param.name, action=_Parameter, nargs=0, const=not param.default,
+                                default=argparse.SUPPRESS, help=text.replace("%", "%%"))
+        else:
+            group.add_argument(*names, dest=param.name, action=_Parameter, type=convert, metavar=metavar,
+                                default=argparse.SUPPRESS, help=text.replace("%", "%%"))
+        options.append(names[0])
+    parser.set_defaults(run=cmd_filter, function=func, options=tuple(options), required=tuple(required), params=None)
+
+
+def _unknown_options(parser, args, extra):
+    """Arguments no parser took: for a filter, one line naming the options it does take."""
+    if getattr(args, "command", None) == "filter" and extra[0].startswith("-"):
+        takes = ", ".join(args.options) or "no options"
+        raise UsageError(f"{args.op} does not take {extra[0].split('=')[0]}; it takes {takes}")
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+
 # ---- subcommands -----------------------------------------------------------------------------
 
 
 def cmd_info(args):
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
-    import gpu_tiler as gt
-    from gpu_tiler._backends import cupy_problem
-
+    image = _open(args.path) if args.path else None
+    _start_computing(args)
     if args.cluster is not None or args.scheduler:
-        from gpu_tiler._cluster import describe_workers
-        from gpu_tiler._execute import active_client
-
         for line in describe_workers(active_client()):
             print(f"worker   {line}")
-    if args.path:
-        image = _open(args.path)
+    if image is not None:
         print(f"{args.path}: shape {image.shape}, dtype {image.dtype}, chunks {image.chunksize}, "
               f"{image.nbytes / 2**20:.1f} MiB")
         meta = gt.metadata_of(image)
@@ -138,8 +317,6 @@ def cmd_info(args):
         print(f"device   {device}")
     problem = cupy_problem()
     print(f"backends numpy: works; cupy: {'works' if problem is None else problem}")
-    from importlib.metadata import PackageNotFoundError, version
-
     found = []
     for name in ("numpy", "scipy", "scikit-image", "dask", "zarr", "tifffile", "cupy-cuda12x", "cupy-cuda13x",
                  "cucim-cu12", "cucim-cu13", "dask-cuda", "pyopencl"):
@@ -148,80 +325,79 @@ def cmd_info(args):
         except PackageNotFoundError:
             pass
     print(f"versions {', '.join(found)}")
-    for line in _kernel_report():
+    for line in kernel_report():
         print(f"kernels  {line}")
     return 0
 
 
-def _kernel_report():
-    """Whether the shared kernel source compiles and runs on OpenCL and CUDA here."""
-    from gpu_tiler._backends import cupy_problem
-    from gpu_tiler._kernels import kernel_dir
+#: How ``info`` names the union-find mergers that run a kernel (``numpy`` is the host reference).
+MERGER_NAMES = {"cuda": "CUDA", "opencl": "OpenCL"}
+#: A tiny union-find: nodes 0-1-2 and 3-4 joined, 5 alone; every merger must give these roots.
+_PROBE = (np.array([1, 2, 4]), np.array([0, 1, 3]), 6)
 
+
+def kernel_report() -> list[str]:
+    """Whether each kernel merger runs here: it is asked to merge a tiny input, and "runs" only when
+    it returned the roots NumPy's union-find gives. A merger that cannot start says why."""
+    first, second, n_nodes = _PROBE
+    expected = np.asarray(get_merger("numpy").roots(first, second, n_nodes))
     lines = []
-    try:
-        import pyopencl as cl
-
-        ctx = cl.create_some_context(interactive=False)
-        sources = sorted(p.name for p in kernel_dir().iterdir() if p.suffix in (".h", ".cl", ".cu"))
-        program = '#include "portability.h"\nGT_KERNEL void gpu_tiler_probe(GT_GLOBAL gt_i32 *x) { x[GT_THREAD_ID()] += 1; }'
-        cl.Program(ctx, program).build(options=["-I", str(kernel_dir())])
-        lines.append(f"OpenCL: compiles and runs on {ctx.devices[0].name.strip()} ({', '.join(sources)})")
-    except Exception as exc:  # report, don't fail: info is a diagnosis
-        lines.append(f"OpenCL: not available ({type(exc).__name__}: {exc})")
-    problem = cupy_problem()
-    lines.append("CUDA: " + ("NVRTC available through CuPy" if problem is None else f"not available ({problem})"))
+    for name in MERGERS:
+        if name == "numpy":
+            continue
+        label = MERGER_NAMES.get(name, name)
+        problem = cupy_problem() if name == "cuda" else None
+        if problem is not None:
+            lines.append(f"{label}: not available ({problem})")
+            continue
+        try:
+            merger = get_merger(name)
+            roots = merger.roots(first, second, n_nodes)
+            roots = np.asarray(roots.get() if hasattr(roots, "get") else roots)
+        except Exception as exc:  # report, don't fail: info is a diagnosis
+            lines.append(f"{label}: not available ({type(exc).__name__}: {exc})")
+            continue
+        used = getattr(merger, "name", name)
+        if used != name:
+            lines.append(f"{label}: not available; the {used} merger stands in")
+        elif np.array_equal(roots, expected):
+            lines.append(f"{label}: the union-find kernel runs{_where(name)} (a {n_nodes}-node merge equals NumPy's)")
+        else:
+            lines.append(f"{label}: the union-find kernel ran{_where(name)} but gave roots {roots.tolist()}, "
+                         f"not {expected.tolist()}")
     return lines
 
 
-FILTERS = {
-    "gaussian": ("sigma", "order", "mode", "cval", "truncate"),
-    "uniform": ("size", "mode", "cval"),
-    "median": ("size", "mode", "cval"),
-    "minimum": ("size", "mode", "cval"),
-    "maximum": ("size", "mode", "cval"),
-    "white_tophat": ("size", "mode", "cval"),
-    "black_tophat": ("size", "mode", "cval"),
-    "difference_of_gaussians": ("sigma_low", "sigma_high", "mode", "cval", "truncate"),
-    "subtract_background": ("radius", "mode", "cval"),
-    "threshold": ("value",),
-}
+def _where(name):
+    """`` on DEVICE`` for the OpenCL merger (pyopencl picks the device as the merger does), else ``""``."""
+    if name != "opencl":
+        return ""
+    try:
+        import pyopencl as cl
+
+        return f" on {cl.create_some_context(interactive=False).devices[0].name.strip()}"
+    except Exception:  # the merger ran, so this does not fail; the name is a nicety
+        return ""
 
 
 def cmd_filter(args):
-    import gpu_tiler as gt
-
-    allowed = FILTERS[args.op]
-    given = {k: v for k, v in vars(args).items() if k in {p for ps in FILTERS.values() for p in ps} and v is not None}
-    extra = sorted(set(given) - set(allowed))
-    if extra:
-        raise UsageError(f"{args.op} does not take --{extra[0].replace('_', '-')}; it takes "
-                         + ", ".join(f"--{p.replace('_', '-')}" for p in allowed))
+    params = args.params or {}
+    for name in args.required:
+        if name not in params:
+            raise UsageError(f"{args.op} needs {_option_names(name)[0]}; see gpu-tiler filter {args.op} --help")
     image = _open(args.input)
-    params = {k: v for k, v in given.items() if k in allowed}
-    if args.op == "threshold":
-        value = params.get("value", "otsu")
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-        result = gt.threshold(image, value)
-    else:
-        required = {"gaussian": "sigma", "difference_of_gaussians": "sigma_low", "subtract_background": "radius"}
-        need = required.get(args.op) or ("size" if "size" in allowed else None)
-        if need and need not in params:
-            raise UsageError(f"{args.op} needs --{need.replace('_', '-')}")
-        result = getattr(gt, args.op)(image, **params)
+    _check_output(args.output, args.overwrite)
+    result = args.function(image, **params)
     _say(args, f"{args.op} {params}: plan {gt.plan_of(result)}")
+    _start_computing(args)
     _save(args, result, args.output, args.op)
     return 0
 
 
 def cmd_label(args):
-    import gpu_tiler as gt
-
     image = _open(args.input)
     _check_output(args.output, args.overwrite)
+    _start_computing(args)
     start = time.perf_counter()
     with _dask_progress(args, "label: pass 1 and merge"):
         labels, count = gt.label(image, connectivity=args.connectivity)
@@ -231,12 +407,11 @@ def cmd_label(args):
 
 
 def cmd_measure(args):
-    import gpu_tiler as gt
-
     labels = _open(args.labels, "labels")
     intensity = _open(args.intensity, "intensity image") if args.intensity else None
     out = Path(args.output)
     _check_output(out, args.overwrite)
+    _start_computing(args)
     table = gt.regionprops(labels, intensity)
     partial = out.with_name(f".{out.name}.partial")
     table.to_csv(partial, index=False)
@@ -262,22 +437,34 @@ def _function(spec):
         raise UsageError(f"--function {spec!r} cannot be imported ({exc}); check the module and function names")
 
 
-def cmd_margin(args):
-    import gpu_tiler as gt
-    from gpu_tiler.data import nuclei
+def _function_params(func, spec, items):
+    """``--param name=value`` items as keyword arguments that ``func(tile, **kwargs)`` accepts."""
+    kwargs = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise UsageError(f"--param {item!r}: write name=value, e.g. --param sigma=2")
+        kwargs[key] = _value(value)
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # no signature to check against (a builtin): the call will tell
+        return kwargs
+    try:
+        signature.bind(None, **kwargs)
+    except TypeError as exc:
+        raise UsageError(f"--param: {spec} cannot be called with {kwargs} ({exc}); check the names") from None
+    return kwargs
 
+
+def cmd_margin(args):
     func = _function(args.function)
     image = _open(args.input) if args.input else nuclei((256, 256), chunks=256, seed=3)
     if image.size > 2**24:
         raise UsageError(f"input has {image.size} voxels; find_margin needs a sample that fits in memory "
                          "(crop it to at most 16 M voxels)")
-    kwargs = {}
-    for item in args.param or []:
-        key, _, value = item.partition("=")
-        if not _:
-            raise UsageError(f"--param {item!r}: write name=value, e.g. --param sigma=2")
-        kwargs[key] = _numbers(value)
+    kwargs = _function_params(func, args.function, args.param or [])
     _check_output(args.output, args.overwrite)
+    _start_computing(args)
     report = gt.find_margin(func, image, range(0, args.max_margin + 1), tolerance=args.tolerance,
                             plot=args.output, **kwargs)
     print(report)
@@ -286,19 +473,17 @@ def cmd_margin(args):
 
 
 def cmd_preview(args):
-    from gpu_tiler._preview import preview
-
     image = _open(args.input)
     labels = _open(args.labels, "labels") if args.labels else None
     _check_output(args.output, args.overwrite)
+    _start_computing(args)
     path = preview(image, args.output, labels=labels, max_size=args.max_size, grid=not args.no_grid)
     _say(args, f"wrote {path}")
     return 0
 
 
 def cmd_demo(args):
-    from gpu_tiler._demo import run_demo
-
+    _start_computing(args)
     return run_demo(Path(args.output), shape=(args.size, args.size), overwrite=True, say=lambda t: _say(args, t),
                     progress=lambda label: _progress(args, label))
 
@@ -310,8 +495,6 @@ class _distributed:
         self.args, self.handle = args, None
 
     def __enter__(self):
-        import gpu_tiler as gt
-
         if self.args.scheduler:
             from distributed import Client
 
@@ -329,6 +512,25 @@ class _distributed:
 # ---- parser -----------------------------------------------------------------------------------
 
 
+def _at_least(low):
+    """An argparse type: a whole number >= ``low``."""
+
+    def convert(text):
+        number = _ints(text)
+        if not isinstance(number, int) or number < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {low}")
+        return number
+
+    return convert
+
+
+def _not_negative(text):
+    number = _numbers(text)
+    if not isinstance(number, float) or not number >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--backend", choices=["auto", "numpy", "cupy"], help="array library (default: auto)")
@@ -341,9 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="when another job is writing the same output, wait for it instead of failing")
     common.add_argument("--format", choices=["zarr", "ome-zarr"], default="zarr", dest="out_format",
                         help="output format (ome-zarr: multiscale NGFF with axes and pixel sizes)")
-    common.add_argument("--pyramid", type=int, metavar="LEVELS",
+    common.add_argument("--pyramid", type=_at_least(1), metavar="LEVELS",
                         help="OME-Zarr pyramid levels (default: until the largest side is under 256)")
-    common.add_argument("--cluster", nargs="?", const=0, type=int, metavar="N",
+    common.add_argument("--cluster", nargs="?", const=0, type=_at_least(0), metavar="N",
                         help="run on a local cluster (dask-cuda on GPUs, else N worker processes)")
     common.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask scheduler, e.g. tcp://host:8786")
 
@@ -354,21 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="an image to describe instead")
     p.set_defaults(run=cmd_info)
 
-    p = sub.add_parser("filter", parents=[common], help="run a filter into a zarr store")
-    p.add_argument("op", choices=sorted(FILTERS))
-    p.add_argument("input")
-    p.add_argument("output")
-    p.add_argument("--sigma", type=_numbers)
-    p.add_argument("--order", type=_ints)
-    p.add_argument("--size", type=_ints)
-    p.add_argument("--mode", choices=["reflect", "mirror", "nearest", "wrap", "constant"])
-    p.add_argument("--cval", type=float)
-    p.add_argument("--truncate", type=float)
-    p.add_argument("--sigma-low", type=_numbers)
-    p.add_argument("--sigma-high", type=_numbers)
-    p.add_argument("--radius", type=int)
-    p.add_argument("--value", help="threshold: a number or 'otsu'")
-    p.set_defaults(run=cmd_filter)
+    p = sub.add_parser("filter", help="run a filter into a zarr store",
+                       description="Run one filter of gpu_tiler.filters into a zarr store; "
+                                   "`gpu-tiler filter OP --help` lists OP's options.")
+    ops = p.add_subparsers(dest="op", required=True, metavar="OP", title="filters")
+    for name, func in sorted(filter_functions().items()):
+        _add_filter(ops, common, name, func)
 
     p = sub.add_parser("label", parents=[common], help="connected components into a zarr store")
     p.add_argument("input")
@@ -386,21 +579,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", nargs="?", help="a small sample image (default: generated nuclei)")
     p.add_argument("--function", default="gaussian", help="gaussian, median, uniform, ... or module:function")
     p.add_argument("--param", action="append", help="name=value for the function, e.g. sigma=2 (repeatable)")
-    p.add_argument("--max-margin", type=int, default=32)
-    p.add_argument("--tolerance", type=float, default=0.0)
+    p.add_argument("--max-margin", type=_at_least(0), default=32)
+    p.add_argument("--tolerance", type=_not_negative, default=0.0)
     p.add_argument("-o", "--output", default="margin.png")
     p.set_defaults(run=cmd_margin)
 
     p = sub.add_parser("preview", parents=[common], help="a PNG overview with the tile grid and labels")
     p.add_argument("input")
     p.add_argument("--labels")
-    p.add_argument("--max-size", type=int, default=1024)
+    p.add_argument("--max-size", type=_at_least(1), default=1024)
     p.add_argument("--no-grid", action="store_true")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(run=cmd_preview)
 
     p = sub.add_parser("demo", parents=[common], help="the main job on a generated image")
-    p.add_argument("--size", type=int, default=8192, help="side of the generated square image")
+    p.add_argument("--size", type=_at_least(1), default=8192, help="side of the generated square image")
     p.add_argument("-o", "--output", default="demo-output")
     p.set_defaults(run=cmd_demo)
     return parser
@@ -408,10 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    args.computing = False
     try:
-        import gpu_tiler as gt
-
+        if extra:
+            _unknown_options(parser, args, extra)
         settings = {}
         if args.backend:
             settings["backend"] = args.backend
@@ -425,10 +619,10 @@ def main(argv=None) -> int:
     except Exception as exc:  # one line, unless --debug
         if getattr(args, "debug", False):
             raise
-        usage = isinstance(exc, (UsageError, ValueError, FileNotFoundError, FileExistsError, TypeError))
-        kind = "error" if usage else f"failed ({type(exc).__name__})"
+        code = exit_code(exc, args.computing)
+        kind = "error" if code == EXIT_USAGE else f"failed ({type(exc).__name__})"
         print(f"gpu-tiler: {kind}: {exc}", file=sys.stderr)
-        return EXIT_USAGE if usage else EXIT_FAILURE
+        return code
 
 
 if __name__ == "__main__":

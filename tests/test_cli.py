@@ -148,3 +148,150 @@ def test_demo_runs_small_and_shows_what_it_made(tmp_path):
     for made in ("smoothed.zarr", "labels.zarr", "nuclei.csv", "preview.png"):
         assert (tmp_path / "demo" / made).exists()
     assert "equals SciPy" in result.stdout and "labels equal scipy.ndimage.label" in result.stdout
+
+
+# ---- filter options derived from gpu_tiler.filters ----------------------------------------------
+
+import inspect  # noqa: E402
+
+from gpu_tiler import cli  # noqa: E402
+
+
+def _ops(parser):
+    """The ``gpu-tiler filter OP`` subparsers, by name."""
+    top = next(a for a in parser._actions if isinstance(a, cli.argparse._SubParsersAction))
+    filter_parser = top.choices["filter"]
+    return next(a for a in filter_parser._actions if isinstance(a, cli.argparse._SubParsersAction)).choices
+
+
+def _options(parser):
+    return {s for a in parser._actions for s in a.option_strings}
+
+
+def test_every_public_filter_is_an_op_with_its_parameters():
+    ops = _ops(cli.build_parser())
+    methods = list(gt.filters.THRESHOLD_METHODS.values())
+    public = {n for n in gt.filters.__all__ if not any(getattr(gt.filters, n) is m for m in methods)}
+    assert set(ops) == public and "threshold_otsu" not in ops  # a method gives a number, not an image
+    for name, op in ops.items():
+        params = list(inspect.signature(getattr(gt.filters, name)).parameters)[1:]
+        expected = {"--" + p.replace("_", "-") for p in params if p not in cli.NOT_OPTIONS}
+        assert expected <= _options(op), name
+        assert not {"--budget", "--fuse", "--no-fuse", "--footprint", "--structure"} & _options(op)
+    assert {"--sigma", "--order", "--mode", "--cval", "--truncate", "--radius", "--units"} <= _options(ops["gaussian"])
+    assert {"--value-or-method", "--value"} <= _options(ops["threshold"])
+    assert ops["gaussian"].get_default("required") == ("sigma",)
+    assert ops["difference_of_gaussians"].get_default("required") == ("sigma_low",)
+    assert ops["median"].get_default("required") == ()
+
+
+def test_op_help_is_the_functions_docstring_and_signature():
+    result = run("filter", "gaussian", "--help")
+    assert result.returncode == 0, result.stderr
+    first_line = inspect.getdoc(gt.gaussian).splitlines()[0]
+    assert first_line in result.stdout
+    text = " ".join(result.stdout.split())
+    assert "--sigma VALUE" in text and "(required)" in text and "(default: 4.0)" in text and "--size" not in text
+    listing = run("filter", "--help")
+    assert listing.returncode == 0 and all(name in listing.stdout for name in _ops(cli.build_parser()))
+
+
+def sharpen(image, amount, mode="reflect", *, passes=1, clip=False, budget=None):
+    """Add ``amount`` times the image to itself (a stand-in for a filter added to gpu_tiler.filters).
+
+    Parameters
+    ----------
+    image : array
+        The image.
+    amount : float
+        How much of the image to add back.
+    passes : int
+        How many times to add it.
+    """
+    if amount < 0:
+        raise ValueError(f"amount={amount!r} must be >= 0")
+    sharpen.called = {"amount": amount, "mode": mode, "passes": passes, "clip": clip}
+
+    def tile(block):
+        if clip and (block < 0).any():
+            raise ValueError("a tile went wrong")  # raised while computing, not while checking
+        return block * (1 + amount * passes)
+
+    return gt.map_tiles(tile, image)
+
+
+@pytest.fixture
+def with_sharpen(monkeypatch):
+    monkeypatch.setattr(gt.filters, "sharpen", sharpen, raising=False)
+    monkeypatch.setattr(gt.filters, "__all__", [*gt.filters.__all__, "sharpen"])
+
+
+def test_a_filter_added_to_filters_is_on_the_command_line(with_sharpen, image_path, tmp_path, capsys):
+    op = _ops(cli.build_parser())["sharpen"]
+    help_text = op.format_help()
+    assert "How much of the image to add back" in help_text and "How many times to add it" in help_text
+    assert {"--amount", "--mode", "--passes", "--clip"} <= _options(op) and "--budget" not in _options(op)
+    path, image = image_path
+    out = tmp_path / "s.zarr"
+    code = cli.main(["filter", "sharpen", str(path), str(out), "--amount", "0.5", "--passes", "2", "--mode",
+                     "nearest", "--backend", "numpy", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert sharpen.called == {"amount": 0.5, "mode": "nearest", "passes": 2, "clip": False}
+    np.testing.assert_allclose(zarr.open(str(out), mode="r")[:], image * 2.0)
+    assert cli.main(["filter", "sharpen", str(path), str(tmp_path / "t.zarr")]) == 2
+    assert "sharpen needs --amount" in capsys.readouterr().err
+
+
+def test_a_value_error_while_computing_exits_1_and_a_bad_parameter_exits_2(with_sharpen, tmp_path, capsys):
+    path = tmp_path / "in.zarr"
+    gt.save(np.linspace(-1, 1, 64 * 64).reshape(64, 64), path)
+    failed = cli.main(["filter", "sharpen", str(path), str(tmp_path / "a.zarr"), "--amount", "1", "--clip"])
+    err = capsys.readouterr().err
+    assert failed == 1 and err.startswith("gpu-tiler: failed (ValueError): ") and "a tile went wrong" in err
+    refused = cli.main(["filter", "sharpen", str(path), str(tmp_path / "b.zarr"), "--amount", "-1"])
+    err = capsys.readouterr().err
+    assert refused == 2 and err.startswith("gpu-tiler: error: amount=-1 must be >= 0")
+
+
+def test_a_value_error_in_your_function_exits_1(tmp_path):
+    (tmp_path / "mine.py").write_text("def broken(tile, **kwargs):\n    raise ValueError('broken on purpose')\n")
+    result = run("margin", "--function", "mine:broken", "--max-margin", "2", "-o", tmp_path / "m.png", cwd=tmp_path)
+    assert result.returncode == 1 and "failed (ValueError): broken on purpose" in result.stderr
+    misnamed = run("margin", "--param", "sigma=2", "--param", "sigm=1", "-o", tmp_path / "m.png", cwd=tmp_path)
+    assert misnamed.returncode == 2 and "sigm" in misnamed.stderr
+
+
+def test_exit_codes_say_whose_problem_it_is():
+    assert cli.exit_code(ValueError("bad sigma"), computing=False) == 2
+    assert cli.exit_code(ValueError("inside a tile"), computing=True) == 1
+    assert cli.exit_code(gt.ResumeRefusedError("another job"), computing=True) == 2
+    assert cli.exit_code(FileExistsError("exists"), computing=True) == 2
+    assert cli.exit_code(gt.OutputInUseError("held"), computing=False) == 1
+    assert cli.exit_code(gt.InputChangedError("rewritten"), computing=False) == 1
+
+
+def test_info_says_a_kernel_runs_only_when_it_ran(monkeypatch):
+    for line in cli.kernel_report():
+        assert "compiles" not in line
+        assert "kernel runs" in line or "not available" in line, line
+    reference = cli.get_merger("numpy")
+
+    class Wrong:
+        name = "opencl"
+
+        def roots(self, first, second, n_nodes):
+            return np.arange(n_nodes)
+
+    class Broken:
+        name = "cuda"
+
+        def roots(self, first, second, n_nodes):
+            raise RuntimeError("no device")
+
+    fakes = {"numpy": reference, "opencl": Wrong(), "cuda": Broken()}
+    monkeypatch.setattr(cli, "get_merger", fakes.__getitem__)
+    monkeypatch.setattr(cli, "cupy_problem", lambda: None)
+    monkeypatch.setattr(cli, "_where", lambda name: "")
+    lines = cli.kernel_report()
+    assert "OpenCL: the union-find kernel ran but gave roots [0, 1, 2, 3, 4, 5], not [0, 0, 0, 3, 3, 5]" in lines
+    assert "CUDA: not available (RuntimeError: no device)" in lines
