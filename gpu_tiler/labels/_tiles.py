@@ -21,6 +21,7 @@ neighbouring tile lies; they are all later passes need from the tile besides its
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -49,9 +50,18 @@ class TileGrid:
     shape: tuple[int, ...]
     chunks: tuple[tuple[int, ...], ...]
 
+    @classmethod
+    def of(cls, array) -> "TileGrid":
+        """The grid of a dask array's chunks."""
+        return cls(tuple(int(n) for n in array.shape), tuple(tuple(int(c) for c in cs) for cs in array.chunks))
+
     @property
     def grid(self) -> tuple[int, ...]:
         return tuple(len(c) for c in self.chunks)
+
+    def indices(self) -> list[tuple[int, ...]]:
+        """Every tile's index, in raster order."""
+        return list(itertools.product(*(range(n) for n in self.grid)))
 
     @functools.cached_property
     def starts(self) -> tuple[tuple[int, ...], ...]:
@@ -131,7 +141,7 @@ def summarise_tile(xp, local, n_labels: int, index, grid: TileGrid, face_axes) -
 
 
 def label_and_summarise(block, index, *, structure, backend, grid, face_axes):
-    """Pass 1 keeping local labels in memory: ``(local labels, summary)`` of one tile."""
+    """Pass 1 on one tile: ``(local labels, summary)``."""
     local, n = label_tile(block, structure, backend)
     return local, summarise_tile(backend.xp, local, n, index, grid, face_axes)
 
