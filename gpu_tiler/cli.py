@@ -282,14 +282,18 @@ def _add_filter(ops, common, name, func):
             group.add_argument(*names, dest=param.name, action=_Parameter, type=convert, metavar=metavar,
                                 default=argparse.SUPPRESS, help=text.replace("%", "%%"))
         options.append(names[0])
-    parser.set_defaults(run=cmd_filter, function=func, options=tuple(options), required=tuple(required), params=None)
+    parser.set_defaults(run=cmd_filter, function=func, options=tuple(options), required=tuple(required), params=None,
+                        common_options=tuple(common._option_string_actions))
 
 
 def _unknown_options(parser, args, extra):
     """Arguments no parser took: for a filter, one line naming the options it does take."""
     if getattr(args, "command", None) == "filter" and extra[0].startswith("-"):
+        flag = extra[0].split("=")[0]
+        if flag in args.common_options:  # given before the filter's name, where only --help is known
+            raise UsageError(f"{flag} goes after the filter's name: gpu-tiler filter {args.op} INPUT OUTPUT {flag} ...")
         takes = ", ".join(args.options) or "no options"
-        raise UsageError(f"{args.op} does not take {extra[0].split('=')[0]}; it takes {takes}")
+        raise UsageError(f"{args.op} does not take {flag}; it takes {takes}")
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
 

@@ -72,6 +72,8 @@ def test_threshold_by_otsu(image_path, tmp_path):
         (["filter", "gaussian", "{in}", "o.zarr"], "needs --sigma"),
         (["filter", "gaussian", "{in}", "o.zarr", "--sigma", "-1"], "sigma"),
         (["filter", "median", "{in}", "o.zarr", "--sigma", "1"], "does not take --sigma"),
+        (["filter", "--quiet", "median", "{in}", "o.zarr", "--size", "3"], "--quiet goes after the filter's name"),
+        (["filter", "gaussian", "{in}", "o.zarr", "--sigma", "1", "--mode", "nearest,wrap,reflect"], "3 modes"),
         (["filter", "gaussian", "{in}", "o.zarr", "--sigma", "1", "--memory-budget", "lots"], "'lots'"),
         (["margin", "--function", "nope"], "module:function"),
     ],
