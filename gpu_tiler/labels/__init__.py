@@ -6,7 +6,11 @@ method (two passes over the tiles and a union-find merge of border pieces) and i
 
 ``map_labels(func, image, halo, ...)`` runs a user's instance segmentation per tile with a halo and
 stitches the tiles' labels by their overlap into one labelling, merged with the same union-find and
-numbered the same way (see ``_stitch``).
+numbered the same way (see ``_stitch``; its per-window pass 1 and matching are ``_matching``).
+
+Both run the same two passes (``_twopass``): where the local labels wait between them (in memory,
+persisted on a cluster, or in a scratch store), running pass 1, handing its summaries to the merge,
+and pass 2 through one local-labels interface whose ``task(index, lookup)`` maps one tile.
 """
 from ._label import label
 from ._merge import MERGERS, get_merger

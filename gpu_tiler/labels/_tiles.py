@@ -146,15 +146,7 @@ def label_and_summarise(block, index, *, structure, backend, grid, face_axes):
     return local, summarise_tile(backend.xp, local, n, index, grid, face_axes)
 
 
-def label_to_scratch(block, index, *, structure, backend, grid, face_axes, scratch):
-    """Pass 1 streaming local labels to a scratch store: write them, return the summary."""
-    local, n = label_tile(block, structure, backend)
-    summary = summarise_tile(backend.xp, local, n, index, grid, face_axes)
-    scratch.write(index, grid, backend.to_host(local).astype(scratch.dtype, copy=False))
-    return summary
-
-
 __all__ = [
-    "TileGrid", "TileSummary", "face_dtype", "label_and_summarise", "label_tile", "label_to_scratch",
+    "TileGrid", "TileSummary", "face_dtype", "label_and_summarise", "label_tile",
     "local_label_dtype", "order_keys", "summarise_tile",
 ]
