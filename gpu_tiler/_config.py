@@ -10,7 +10,8 @@ import os
 import re
 import threading
 
-BACKENDS = ("auto", "numpy", "cupy")
+#: "standin": the strict GPU stand-in that runs the device path on any CPU (gpu_tiler.testing)
+BACKENDS = ("auto", "numpy", "cupy", "standin")
 
 #: Default budget, as a fraction of the device's *free* memory when the job is planned.
 #: Host: a quarter, because dask, the reader, the writer and the rest of the user's pipeline

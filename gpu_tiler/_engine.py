@@ -122,11 +122,6 @@ class SplitLimit:
             return first
 
 
-def _release_device_memory(backend):
-    if backend.name == "cupy":
-        backend.xp.get_default_memory_pool().free_all_blocks()
-
-
 def _compute_core(blocks, location, run, halo, split, backend):
     """``run`` on one window and its halo trimmed, splitting the window when memory runs out.
 
@@ -149,7 +144,7 @@ def _compute_core(blocks, location, run, halo, split, backend):
                     f"a tile of one voxel with its halo {halo} does not fit in memory; raise memory_budget or free "
                     f"device memory"
                 ) from exc
-            _release_device_memory(backend)
+            backend.release_memory()
             if split.lower(math.prod(core_shape)):
                 warnings.warn(
                     f"a tile of {'x'.join(map(str, core_shape))} ran out of memory ({type(exc).__name__}); splitting "

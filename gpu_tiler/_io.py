@@ -17,7 +17,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from ._backends import NUMPY
+from ._backends import NUMPY, to_numpy
 from ._claim import OutputInUseError, claim_output
 from ._execute import run_bounded, tiles_in_flight_for_chunks
 from ._provenance import StoredArray, files_of_zarr, stamps_of, unverifiable_in
@@ -440,7 +440,7 @@ class _TileWriter:
     def __call__(self, index, block):
         region = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, self.chunk_shape, block.shape))
         try:
-            self.store[region] = block if isinstance(block, np.ndarray) else _to_host(block)
+            self.store[region] = to_numpy(block)
         except OSError as exc:
             raise SaveError(
                 f"writing tile {index} of '{self.target}' failed ({exc.strerror or exc}); the finished tiles are kept "
@@ -523,11 +523,6 @@ def _completed(log: Path) -> frozenset:
         except ValueError:
             continue
     return frozenset(done)
-
-
-def _to_host(block):
-    get = getattr(block, "get", None)
-    return get() if callable(get) else np.asarray(block)
 
 
 def _commit(partial: Path, target: Path, overwrite: bool) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._backends import to_numpy
 from ._io import as_dask
 
 
@@ -27,9 +28,7 @@ def _plane(array, step):
 
 
 def _host(array):
-    out = array.compute() if hasattr(array, "compute") else array
-    get = getattr(out, "get", None)
-    return np.asarray(get() if callable(get) else out)
+    return to_numpy(array.compute() if hasattr(array, "compute") else array)
 
 
 def preview(image, path, *, labels=None, max_size: int = 1024, grid=True, alpha: float = 0.45) -> Path:

@@ -29,7 +29,7 @@ from ._checks import (
     reach,
     size_or_footprint,
 )
-from ._backends import chunk_backend
+from ._backends import chunk_backend, to_numpy
 from ._engine import map_tiles
 from ._io import as_dask
 from ._ome import metadata_of, physical_to_pixels
@@ -247,11 +247,7 @@ def _float_dtype(dtype):
 
 def _difference_of_gaussians(low_steps, high_steps, backend, tile, border):
     """skimage's difference_of_gaussians: to float as skimage does, smooth twice, subtract."""
-    if backend.name == "numpy":
-        from skimage.util import img_as_float
-    else:
-        from cucim.skimage.util import img_as_float
-    image = img_as_float(tile)
+    image = backend.skimage.util.img_as_float(tile)
     smoothed = []
     for steps in (low_steps, high_steps):
         op = Operation("gaussian", steps, image.dtype)
@@ -289,9 +285,7 @@ def _histogram_block(block, low, high, nbins, integer):
         counts = xp.bincount((block.astype(np.int64) - int(low)).ravel(), minlength=int(high) - int(low) + 1)
     else:
         counts, _ = xp.histogram(block, bins=nbins, range=(low, high))
-    counts = counts.astype(np.int64)
-    get = getattr(counts, "get", None)
-    return (get() if callable(get) else counts).reshape((1,) * block.ndim + (-1,))
+    return to_numpy(counts.astype(np.int64)).reshape((1,) * block.ndim + (-1,))
 
 
 def threshold_otsu(image, nbins=256):
@@ -327,9 +321,7 @@ def threshold_otsu(image, nbins=256):
 
 
 def _host_scalar(value):
-    get = getattr(value, "get", None)
-    value = get() if callable(get) else value
-    return np.asarray(value)[()]
+    return to_numpy(value)[()]
 
 
 THRESHOLD_METHODS = {"otsu": threshold_otsu}

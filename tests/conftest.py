@@ -16,9 +16,11 @@ def gpu():
         pytest.skip(f"no working CUDA GPU: {reason}")
 
 
-@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+@pytest.fixture(params=["numpy", "standin", pytest.param("cupy", marks=pytest.mark.gpu)])
 def backend_name(request):
-    """Run a test body once per backend; the CuPy run is skipped with the reason where no GPU works."""
+    """Run a test body once per backend: NumPy, the strict device stand-in (every machine: the GPU
+    code path with arrays that refuse implicit host conversion), and CuPy (skipped, with the reason,
+    where no GPU works)."""
     if request.param == "cupy":
         reason = _gpu_skip_reason()
         if reason is not None:

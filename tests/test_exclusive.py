@@ -205,15 +205,16 @@ def test_sigkill_of_the_holder_then_resume_succeeds_at_once(tmp_path, image, job
 def test_cli_second_job_fails_at_once_with_exit_1_and_wait_queues(tmp_path, image):
     source, target = tmp_path / "in.zarr", tmp_path / "out.zarr"
     gt.save(image, source)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(target), "3"], stdout=subprocess.PIPE, text=True)
-    owner_written(target)
-    for command in (("filter", "gaussian", source, target, "--sigma", "3"), ("label", source, target)):
-        refused = cli(*command)
-        assert refused.returncode == 1, refused.stderr
-        assert f"process {holder.pid}" in refused.stderr and "--wait" in refused.stderr
-        assert "found" not in refused.stdout  # refused before labelling anything
-    waited = cli("filter", "gaussian", source, target, "--sigma", "3", "--wait")
-    assert waited.returncode == 0, waited.stderr
+    with gt.claim_output(target, job="holder"):  # this test process is the other job
+        for command in (("filter", "gaussian", source, target, "--sigma", "3"), ("label", source, target)):
+            refused = cli(*command)
+            assert refused.returncode == 1, refused.stderr
+            assert f"process {os.getpid()}" in refused.stderr and "job holder" in refused.stderr
+            assert "--wait" in refused.stderr and "found" not in refused.stdout  # refused before labelling
+        waiting = cli("filter", "gaussian", source, target, "--sigma", "3", "--wait", wait=False)
+        time.sleep(3)
+        assert waiting.poll() is None  # queued behind the holder
+    assert waiting.wait(timeout=300) == 0, waiting.communicate()[1]
     np.testing.assert_array_equal(gt.open(target).compute(), ndi.gaussian_filter(image, 3.0))
 
 

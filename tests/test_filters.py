@@ -8,6 +8,7 @@ import skimage.morphology
 
 import gpu_tiler as gt
 import gpu_tiler.filters as F
+from gpu_tiler._backends import get_backend, to_numpy
 
 MODES = ["reflect", "mirror", "nearest", "wrap", "constant"]
 DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
@@ -28,36 +29,26 @@ def sample(shape, dtype, seed=0):
 
 
 def as_backend(x, backend_name):
-    """A dask array whose chunks live where the backend computes (CuPy chunks for 'cupy')."""
+    """A dask array whose chunks live where the backend computes (device arrays for 'cupy', 'standin')."""
     d = da.from_array(x[0], chunks=x[1])
-    if backend_name == "cupy":
-        import cupy
-
-        d = d.map_blocks(cupy.asarray)
+    if backend_name != "numpy":
+        backend = get_backend(backend_name)
+        d = d.map_blocks(backend.to_backend, meta=backend.meta(d.dtype, d.ndim))
     return d
 
 
 def host(result):
-    out = result.compute()
-    get = getattr(out, "get", None)
-    return get() if callable(get) else out
+    return to_numpy(result.compute())
 
 
 def reference(backend_name):
-    """SciPy on the NumPy backend; cupyx on the whole image for the CuPy backend."""
-    if backend_name == "numpy":
-        return ndi
-    import cupyx.scipy.ndimage
-
-    return cupyx.scipy.ndimage
+    """SciPy on the NumPy backend; the backend's own ndimage on the whole image for the others."""
+    return get_backend(backend_name).ndimage
 
 
 def whole(function, image, backend_name, *args, **kwargs):
-    if backend_name == "numpy":
-        return getattr(ndi, function)(image, *args, **kwargs)
-    import cupy
-
-    return getattr(reference(backend_name), function)(cupy.asarray(image), *args, **kwargs).get()
+    backend = get_backend(backend_name)
+    return backend.to_host(getattr(backend.ndimage, function)(backend.to_backend(image), *args, **kwargs))
 
 
 CASES = {

@@ -15,12 +15,17 @@ from .._config import get_setting
 from .._devices import cupy_problem
 from ._cupy import CupyBackend
 from ._numpy import NumpyBackend
+from ._standin import STANDIN, DeviceArray
 
 NUMPY = NumpyBackend()
 
 #: chunk type -> backend that natively holds such chunks
 backend_for_chunk_type = Dispatch("gpu_tiler_backend_for_chunk_type")
 backend_for_chunk_type.register(np.ndarray, lambda: NUMPY)
+backend_for_chunk_type.register(DeviceArray, lambda: STANDIN)
+
+#: names get_backend knows ("standin": the strict GPU stand-in of gpu_tiler.testing, for tests)
+BACKEND_NAMES = ("numpy", "cupy", "standin")
 
 
 @backend_for_chunk_type.register_lazy("cupy")
@@ -39,6 +44,8 @@ def get_backend(name: str):
     """The backend called ``name`` (``"numpy"`` or ``"cupy"``); ``"cupy"`` raises if no GPU works."""
     if name == "numpy":
         return NUMPY
+    if name == "standin":
+        return STANDIN
     if name == "cupy":
         problem = cupy_problem()
         if problem is not None:
@@ -47,15 +54,16 @@ def get_backend(name: str):
                 f"falls back to NumPy only when you did not ask for CuPy)."
             )
         return get_cupy_backend()
-    raise ValueError(f"backend {name!r} is not one of 'auto', 'numpy', 'cupy'")
+    raise ValueError(f"backend {name!r} is not one of 'auto', {', '.join(map(repr, BACKEND_NAMES))}")
 
 
 def chunk_backend(meta):
     """The backend whose arrays look like ``meta`` (a dask array's ``_meta``); NumPy if unknown."""
     try:
-        return backend_for_chunk_type(type(meta))
-    except TypeError:
+        make = backend_for_chunk_type.dispatch(type(meta))
+    except TypeError:  # no backend registered for this type (a scalar, a list, ...)
         return NUMPY
+    return make()
 
 
 def resolve_backend(*arrays, backend=None):
@@ -74,6 +82,11 @@ def resolve_backend(*arrays, backend=None):
     return get_cupy_backend() if cupy_problem() is None else NUMPY
 
 
+def to_numpy(array) -> np.ndarray:
+    """A host (NumPy) copy of a chunk or value of any backend: the one explicit way back to the host."""
+    return chunk_backend(array).to_host(array)
+
+
 def namespace_of(array):
     """The array module of one chunk (NumPy or CuPy), without importing CuPy for NumPy arrays."""
     if isinstance(array, np.ndarray) or np.isscalar(array):
@@ -82,6 +95,6 @@ def namespace_of(array):
 
 
 __all__ = [
-    "NUMPY", "backend_for_chunk_type", "chunk_backend", "cupy_problem", "get_backend",
-    "get_cupy_backend", "namespace_of", "resolve_backend",
+    "BACKEND_NAMES", "NUMPY", "STANDIN", "backend_for_chunk_type", "chunk_backend", "cupy_problem", "get_backend",
+    "get_cupy_backend", "namespace_of", "resolve_backend", "to_numpy",
 ]

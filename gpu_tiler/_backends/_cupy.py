@@ -7,6 +7,8 @@ from .._devices import cuda_devices
 class CupyBackend:
     name = "cupy"
     device_kind = "cuda"
+    is_device = True  #: arrays live in GPU memory
+    default_merger = "cuda"
 
     def __init__(self):
         import cupy
@@ -22,6 +24,22 @@ class CupyBackend:
         import cupyx.scipy.ndimage
 
         return cupyx.scipy.ndimage
+
+    @property
+    def skimage(self):
+        """cuCIM's scikit-image (``cucim.skimage``): the same functions on CuPy arrays."""
+        try:
+            import cucim.skimage
+        except ImportError as exc:
+            raise ImportError(
+                "this operation needs cuCIM on the GPU (scikit-image's functions for CuPy arrays): install "
+                "gpu_tiler[cuda12] or [cuda13], or run it with backend='numpy'"
+            ) from exc
+        return cucim.skimage
+
+    def release_memory(self) -> None:
+        """Return CuPy's pooled device memory (after an out-of-memory error, before retrying smaller)."""
+        self._cupy.get_default_memory_pool().free_all_blocks()
 
     def to_backend(self, array):
         """Bring a chunk onto the current CUDA device (host chunks are copied over)."""

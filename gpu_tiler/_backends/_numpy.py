@@ -9,6 +9,8 @@ from .._devices import host_device
 class NumpyBackend:
     name = "numpy"
     device_kind = "cpu"
+    is_device = False  #: arrays live in host memory
+    default_merger = "numpy"
 
     @property
     def xp(self):
@@ -20,6 +22,15 @@ class NumpyBackend:
 
         return scipy.ndimage
 
+    @property
+    def skimage(self):
+        import skimage
+
+        return skimage
+
+    def release_memory(self) -> None:
+        """Host memory is returned by NumPy itself."""
+
     def to_backend(self, array):
         """Bring a chunk (NumPy or CuPy) onto the host."""
         if isinstance(array, np.ndarray):
@@ -28,7 +39,7 @@ class NumpyBackend:
         return get() if callable(get) else np.asarray(array)
 
     def to_host(self, array):
-        return array
+        return self.to_backend(array)
 
     def meta(self, dtype, ndim):
         return np.empty((0,) * ndim, dtype=dtype)
