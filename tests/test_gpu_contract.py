@@ -1,0 +1,100 @@
+"""The GPU contract, checked on the device stand-in (every machine) with exact counts, not timings.
+
+(1) each tile's window crosses host->device once and its core device->host once (a fused chain: once
+for the whole chain; label: pass 1 and pass 2 each once per tile, the merge's arrays apart);
+(2) peak live device bytes stay within the budget the plan used, on images 8x that budget;
+(3) an out-of-memory tile is split and retried with the same result (tests/test_standin.py);
+(4) no implicit host conversion anywhere: the stand-in raises, so every passing test proves it.
+"""
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import skimage.measure
+
+import gpu_tiler as gt
+from gpu_tiler._backends import to_numpy
+from gpu_tiler.testing import STANDIN, DeviceArray, standin_device
+
+BUDGET = 512 * 1024  # bytes; every image below is 8x this or more
+SHAPE = (1024, 1024)
+
+
+@pytest.fixture
+def image():
+    return np.random.default_rng(0).random(SHAPE).astype(np.float32)  # 4 MiB: 8x the budget
+
+
+@pytest.fixture
+def mask():
+    return ndi.gaussian_filter(np.random.default_rng(1).random(SHAPE), 4) > 0.5
+
+
+@pytest.fixture
+def on_standin():
+    with standin_device() as ledger, gt.config(backend="standin"):
+        yield ledger
+
+
+def tiles(array) -> int:
+    return int(np.prod(array.numblocks))
+
+
+def test_a_filter_moves_each_window_over_once_and_each_core_back_once(image, on_standin):
+    out = gt.gaussian(da.from_array(image, chunks=256), 2.0, budget=BUDGET)
+    plan = gt.plan_of(out)
+    got = out.compute()
+    n = tiles(out)
+    assert n > 8 and on_standin.h2d_calls == n and on_standin.d2h_calls == n
+    assert on_standin.d2h_bytes == image.nbytes  # the cores, exactly the image
+    assert on_standin.peak_bytes <= plan.budget_bytes == BUDGET
+    np.testing.assert_array_equal(got, ndi.gaussian_filter(image, 2.0))
+
+
+def test_a_fused_chain_crosses_once_for_the_whole_chain(image, on_standin):
+    chain = gt.subtract_background(gt.gaussian(gt.median(da.from_array(image, chunks=256), 3, budget=BUDGET), 1.0,
+                                               budget=BUDGET), 3, budget=BUDGET)
+    got = chain.compute()
+    n = tiles(chain)
+    assert on_standin.h2d_calls == n and on_standin.d2h_calls == n
+    assert on_standin.peak_bytes <= gt.plan_of(chain).budget_bytes
+    expected = gt.subtract_background(gt.gaussian(gt.median(image, 3), 1.0), 3).compute(scheduler="synchronous")
+    np.testing.assert_array_equal(got, to_numpy(expected))
+
+
+def test_device_resident_chunks_stay_on_the_device(image, on_standin):
+    on_device = da.from_array(image, chunks=256).map_blocks(STANDIN.to_backend, meta=STANDIN.meta(image.dtype, 2))
+    on_device = on_device.persist()
+    moved_in = on_standin.h2d_calls
+    out = gt.gaussian(on_device, 2.0, budget=BUDGET).compute()
+    assert isinstance(out, DeviceArray)
+    assert on_standin.h2d_calls == moved_in and on_standin.d2h_calls == 0  # windows assembled on the device
+    np.testing.assert_array_equal(STANDIN.to_host(out), ndi.gaussian_filter(image, 2.0))
+
+
+def test_label_moves_each_tile_once_per_pass_and_stays_in_budget(mask, on_standin):
+    labels, n = gt.label(da.from_array(mask, chunks=256), budget=BUDGET)
+    k = tiles(labels)
+    merge_moves = 2  # the border pairs over, the roots back (the NumPy merger runs on the host)
+    assert on_standin.h2d_calls == k + 1 and on_standin.d2h_calls == k + merge_moves
+    before = on_standin.snapshot()
+    got = labels.compute()
+    assert on_standin.h2d_calls - before["h2d_calls"] == k and on_standin.d2h_calls - before["d2h_calls"] == k
+    assert on_standin.peak_bytes <= BUDGET
+    want, n_want = ndi.label(mask)
+    assert n == n_want
+    np.testing.assert_array_equal(got, want)
+
+
+def test_every_transfer_is_explicit_in_a_whole_pipeline(image, on_standin):
+    # threshold (Otsu from tile histograms), label, measure: any implicit conversion would raise
+    x = da.from_array(image, chunks=256)
+    smooth = gt.gaussian(x, 3.0, budget=BUDGET)
+    level = gt.threshold_otsu(smooth)
+    labels, n = gt.label(gt.threshold(smooth, level), budget=BUDGET)
+    table = gt.regionprops(labels, x, properties=["label", "area", "intensity_mean"])
+    whole = ndi.gaussian_filter(image, 3.0)
+    want = skimage.measure.regionprops_table(ndi.label(whole > level)[0], image,
+                                             properties=["label", "area", "intensity_mean"])
+    assert n == len(want["label"]) == len(table)
+    np.testing.assert_array_equal(table["area"].to_numpy(), want["area"])
