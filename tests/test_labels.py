@@ -6,6 +6,8 @@ import os
 import pickle
 import shutil
 import subprocess
+import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import scipy.ndimage as ndi
 import gpu_tiler as gt
 from gpu_tiler._kernels import kernel_dir
 from gpu_tiler.labels import label
-from gpu_tiler.labels._merge import get_merger, kernel_source, opencl_problem
+from gpu_tiler.labels._merge import CUnionFind, get_merger, kernel_source, merger_problem
 
 
 def expected(image, connectivity=1, structure=None):
@@ -296,10 +298,18 @@ def test_blocks_handed_out_cannot_corrupt_the_result():
     assert labels.compute().flags.writeable  # compute() gives the caller its own array
 
 
-def test_opencl_merger_in_label_equals_scipy():
-    if opencl_problem() is not None:
-        pytest.skip(f"no OpenCL device: {opencl_problem()}")
-    check(blobs((120, 130), sigma=2.0), (16, 20), 2, merger="opencl")
+def skip_unless_builds(merger):
+    """Skip, saying why, where the kernel merger ``merger`` cannot build here (an OpenCL runtime that cannot
+    compile for this CPU, no C compiler): the other kernel merger still runs the same kernel source."""
+    problem = merger_problem(merger)
+    if problem is not None:
+        pytest.skip(f"the {merger!r} merger cannot run here: {problem}")
+
+
+@pytest.mark.parametrize("merger", ["opencl", "c"])
+def test_kernel_merger_in_label_equals_scipy(merger):
+    skip_unless_builds(merger)
+    check(blobs((120, 130), sigma=2.0), (16, 20), 2, merger=merger)
 
 
 # ---- bad input: a ValueError naming the parameter, at call time ----
@@ -354,14 +364,100 @@ def test_numpy_merger_gives_each_component_its_smallest_node(local):
     assert get_merger("numpy").roots(np.zeros(0, int), np.zeros(0, int), 3).tolist() == [0, 1, 2]
 
 
+@pytest.mark.parametrize("merger", ["opencl", "c", "c-8-threads"])
 @pytest.mark.parametrize("local", [True, False])
-def test_opencl_merger_equals_numpy_merger(local):
-    if opencl_problem() is not None:
-        pytest.skip(f"no OpenCL device: {opencl_problem()}")
+def test_kernel_merger_equals_numpy_merger(local, merger):
+    skip_unless_builds(merger.split("-")[0])
+    merge = CUnionFind(threads=8) if merger == "c-8-threads" else get_merger(merger)  # 8 threads contend on 2 cores too
     for seed, (n_nodes, n_pairs) in enumerate([(50_000, 40_000), (1000, 5000), (7, 3)]):
         first, second = random_pairs(n_nodes, n_pairs, seed, local)
         want = get_merger("numpy").roots(first, second, n_nodes)
-        np.testing.assert_array_equal(get_merger("opencl").roots(first, second, n_nodes), want)
+        np.testing.assert_array_equal(merge.roots(first, second, n_nodes), want)
+    assert merge.roots(np.zeros(0, int), np.zeros(0, int), 3).tolist() == [0, 1, 2]
+
+
+def test_c_merger_index_widths_and_bounds():
+    skip_unless_builds("c")
+    first, second = random_pairs(3000, 2000, 5, local=False)
+    want = reference_roots(first, second, 3000)
+    from gpu_tiler.labels import _merge
+
+    for bits in (32, 64):  # the int64 build runs for 2**31 nodes and more; exercised here on a small input
+        hook, compress = _merge._c_functions(bits)
+        dtype = np.int32 if bits == 32 else np.int64
+        parent = np.arange(3000, dtype=dtype)
+        a, b = first.astype(dtype), second.astype(dtype)
+        changed = np.zeros(1, np.int32)
+        CUnionFind()._run(
+            hook=lambda: hook(4, parent.ctypes.data, a.ctypes.data, b.ctypes.data, a.size, changed.ctypes.data),
+            compress=lambda: compress(4, parent.ctypes.data, parent.size),
+            read_changed=lambda: bool(changed[0]),
+            clear_changed=lambda: changed.fill(0),
+        )
+        np.testing.assert_array_equal(parent, want)
+    with pytest.raises(ValueError, match=r"pairs name nodes outside 0..9"):
+        get_merger("c").roots(np.array([0, 10]), np.array([1, 2]), 10)
+    with pytest.raises(ValueError, match="threads must be 1..256"):
+        CUnionFind(threads=0)
+
+
+def test_auto_merger_falls_back_with_one_warning_and_opencl_asked_for_is_a_clear_error(monkeypatch):
+    from gpu_tiler._backends import NUMPY
+    from gpu_tiler.labels import _merge
+
+    broken = "RuntimeError: clBuildProgram failed: BUILD_PROGRAM_FAILURE error: unknown target CPU 'generic'"
+    monkeypatch.setattr(_merge, "opencl_problem", lambda: broken)
+    monkeypatch.setattr(_merge, "_WARNED", set())
+    with pytest.warns(RuntimeWarning, match="merger='auto': the OpenCL runtime cannot run the union-find here .*unknown target CPU") as seen:
+        chosen = _merge.merger_for(NUMPY, "auto")
+        again = _merge.merger_for(NUMPY, "auto")
+    assert len([w for w in seen if "merger='auto'" in str(w.message)]) == 1  # once per cause, not per call
+    assert chosen is again and chosen.name == ("c" if merger_problem("c") is None else "numpy")
+    with pytest.raises(RuntimeError, match="merger 'opencl' was asked for.*unknown target CPU.*upgrade pyopencl.*merger='c'"):
+        _merge.merger_for(NUMPY, "opencl")
+    assert _merge.merger_for(NUMPY, None).name == "numpy"  # the default stays the backend's own
+
+    monkeypatch.setattr(_merge, "opencl_problem", lambda: "RuntimeError: pyopencl is not installed; install gpu_tiler[opencl]")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an optional extra that is absent is no fault: no warning
+        assert _merge.merger_for(NUMPY, "auto").name in ("c", "numpy")
+    with pytest.raises(RuntimeError, match=r"install it with pip install 'gpu_tiler\[opencl\]'"):
+        _merge.merger_for(NUMPY, "opencl")
+    with pytest.raises(ValueError, match="merger 'nope' is not one of 'numpy', 'cuda', 'opencl', 'c', 'auto'"):
+        _merge.merger_for(NUMPY, "nope")
+
+
+@pytest.mark.slow
+def test_a_broken_opencl_runtime_does_not_break_auto(tmp_path):
+    """A real OpenCL build failure (PoCL told to pass a build option it rejects), in a fresh process:
+    merger='auto' labels exactly with one warning, merger='opencl' fails saying what to do."""
+    pytest.importorskip("pyopencl", reason="pyopencl not installed (gpu_tiler[opencl])")
+    code = (
+        "import warnings, numpy as np, scipy.ndimage as ndi\n"
+        "from gpu_tiler.labels import label\n"
+        "from gpu_tiler.labels._merge import opencl_problem\n"
+        "print('PROBLEM', opencl_problem())\n"
+        "image = np.random.default_rng(3).random((90, 70)) > 0.6\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        "    labels, n = label(image, tile_shape=(20, 20), merger='auto')\n"
+        "    label(image, tile_shape=(30, 30), merger='auto')\n"
+        "want, n_want = ndi.label(image)\n"
+        "assert n == n_want and np.array_equal(np.asarray(labels), want)\n"
+        "print('WARNINGS', sum(\"merger='auto'\" in str(w.message) for w in seen))\n"
+        "try:\n"
+        "    label(image, merger='opencl')\n"
+        "except RuntimeError as exc:\n"
+        "    print('ERROR', exc)\n"
+    )
+    env = dict(os.environ, POCL_EXTRA_BUILD_FLAGS="-mcpu=gpu-tiler-test", POCL_KERNEL_CACHE="0")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if "PROBLEM None" in done.stdout:
+        pytest.skip("the OpenCL platform here is not PoCL (POCL_EXTRA_BUILD_FLAGS had no effect)")
+    assert "WARNINGS 1" in done.stdout, done.stdout
+    assert "ERROR merger 'opencl' was asked for, but OpenCL cannot run" in done.stdout, done.stdout
+    assert "merger='c'" in done.stdout
 
 
 @pytest.mark.gpu

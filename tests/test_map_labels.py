@@ -9,7 +9,7 @@ import scipy.ndimage as ndi
 from gpu_tiler import backend_of
 from gpu_tiler.data import nuclei
 from gpu_tiler.labels import label, map_labels
-from gpu_tiler.labels._merge import opencl_problem
+from gpu_tiler.labels._merge import merger_problem
 from gpu_tiler.labels._stitch import StitchSummary, matched_pieces, summarise_window
 from gpu_tiler.labels._tiles import TileGrid
 
@@ -223,11 +223,13 @@ def test_scratch_on_disk_equals_memory(tmp_path):
     np.testing.assert_array_equal(memory.compute(), want)
 
 
-@pytest.mark.skipif(opencl_problem() is not None, reason="no working OpenCL device")
-def test_opencl_merger_gives_the_same_labels():
+@pytest.mark.parametrize("merger", ["opencl", "c"])
+def test_kernel_merger_gives_the_same_labels(merger):
+    if merger_problem(merger) is not None:  # the other kernel merger runs the same kernel source
+        pytest.skip(f"the {merger!r} merger cannot run here: {merger_problem(merger)}")
     image = blobs((100, 100), seed=9)
     want, n_want = whole(image)
-    labels, n = map_labels(threshold_label, image, widest(want), tile_shape=(30, 30), merger="opencl")
+    labels, n = map_labels(threshold_label, image, widest(want), tile_shape=(30, 30), merger=merger)
     assert n == n_want
     np.testing.assert_array_equal(labels.compute(), want)
 

@@ -1,4 +1,4 @@
-"""Union-find over equivalence pairs: one interface, three implementations.
+"""Union-find over equivalence pairs: one interface, four implementations.
 
 ``merger.roots(first, second, n_nodes)`` takes pairs of node indices (0..n_nodes-1) that belong to
 one object and returns, for every node, the smallest node of its connected component. Because the
@@ -9,20 +9,34 @@ answer is that canonical minimum, every implementation returns the same array fo
 - ``"cuda"``:   the kernels of ``kernels/union_find.h`` on a CUDA GPU through CuPy (``RawModule``,
   compiled once per device and index width); CuPy arrays in and out, the merge never leaves the device;
 - ``"opencl"``: the same kernel source through pyopencl (any OpenCL device, e.g. PoCL on the CPU);
-  host arrays in and out.
+  host arrays in and out;
+- ``"c"``:      the same kernel source as C11 for the host CPU (``portability.h``'s third target: C11
+  atomics, POSIX threads), built by the system C compiler into a cached shared library and called with
+  ctypes; host arrays in and out. It runs wherever a C compiler does, e.g. where PoCL's LLVM does not
+  know the CPU.
+
+:func:`merger_for` chooses: ``None`` keeps the backend's own (CUDA on CuPy, NumPy on the host);
+``"auto"`` takes the fastest that works here (CUDA on CuPy; else OpenCL, C, NumPy), and where an
+installed OpenCL runtime cannot build the kernel it says why once, in a warning, and goes on.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
+import os
 import threading
+import warnings
 
 import numpy as np
 
-from .._kernels import kernel_dir, read_kernel
+from .._kernels import kernel_dir, load_host_library, read_kernel
 
 KERNEL_FILE = "union_find.h"
-MERGERS = ("numpy", "cuda", "opencl")
+HOST_KERNEL_FILE = "union_find_host.c"
+MERGERS = ("numpy", "cuda", "opencl", "c")
+#: names ``merger_for`` takes besides ``MERGERS``: "auto", the fastest merger that works here
+CHOICES = MERGERS + ("auto",)
 #: A loop that has not converged after this many rounds has a bug, not a hard input (rounds grow
 #: with the logarithm of the longest chain of pairs).
 _MAX_ROUNDS = 10_000
@@ -52,6 +66,8 @@ def _host_start(first, second, n_nodes):
     """Checked host pairs, the index dtype for ``n_nodes`` and the initial parent array (every node its own root)."""
     first, second = np.asarray(first), np.asarray(second)
     _check_pairs(first, second, n_nodes)
+    if first.size and (min(first.min(), second.min()) < 0 or max(first.max(), second.max()) >= n_nodes):
+        raise ValueError(f"pairs name nodes outside 0..{n_nodes - 1}")  # a kernel would write out of bounds
     dtype = _index_dtype(n_nodes)
     return first, second, dtype, np.arange(n_nodes, dtype=dtype)
 
@@ -146,13 +162,34 @@ class CudaUnionFind(_KernelUnionFind):
 _OPENCL_LOCK = threading.Lock()
 
 
+@functools.lru_cache(maxsize=None)
 def opencl_problem() -> str | None:
-    """Why the OpenCL merger cannot run here, or None when an OpenCL device works."""
+    """Why the OpenCL merger cannot run here, or None when an OpenCL device builds its kernels.
+
+    Building is part of the check: an OpenCL runtime can list a device and still be unable to compile for
+    it (PoCL whose LLVM does not know the host CPU: "unknown target CPU 'generic'")."""
     try:
         _opencl_context()
-    except Exception as exc:  # ImportError, or no platform/device
-        return f"{type(exc).__name__}: {exc}"
+        _opencl_kernels(32)
+    except Exception as exc:  # pyopencl missing, no platform/device, or the build failed
+        return " ".join(f"{type(exc).__name__}: {exc}".split())[:600]
     return None
+
+
+def opencl_advice(problem: str) -> str:
+    """What to install or set for ``problem`` (a string from :func:`opencl_problem`)."""
+    if "pyopencl is not installed" in problem:
+        return "install it with pip install 'gpu_tiler[opencl]' (pyopencl and PoCL), or use merger='c' or 'auto'"
+    if "unknown target CPU" in problem or "build" in problem.lower():
+        return (
+            "the OpenCL compiler rejected the kernel for this device; with PoCL on the CPU that is usually a CPU newer than "
+            "PoCL's LLVM: upgrade pyopencl and pocl-binary-distribution, pick another device with PYOPENCL_CTX, or use "
+            "merger='c' (the same kernel built by the system C compiler) or merger='auto'"
+        )
+    return (
+        "install an OpenCL driver (pip install pocl-binary-distribution for the CPU, or your GPU vendor's ICD), pick a "
+        "device with PYOPENCL_CTX, or use merger='c' or 'auto'"
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -220,6 +257,75 @@ class OpenCLUnionFind(_KernelUnionFind):
 
 
 @functools.lru_cache(maxsize=None)
+def _c_functions(index_bits: int):
+    """The host-C hook and compress launchers for ``index_bits`` (built once per source and compiler, cached
+    on disk; loaded once per process)."""
+    if index_bits not in (32, 64):
+        raise ValueError(f"index_bits must be 32 or 64, not {index_bits!r}")
+    library = load_host_library(HOST_KERNEL_FILE, (f"-DGT_UF_INDEX_BITS={index_bits}",))
+    pointer, long_, i64 = ctypes.c_void_p, ctypes.c_long, ctypes.c_int64
+    hook = getattr(library, f"gpu_tiler_uf_hook_pairs_launch_i{index_bits}")
+    hook.argtypes = [long_, pointer, pointer, pointer, i64, pointer]
+    compress = getattr(library, f"gpu_tiler_uf_compress_launch_i{index_bits}")
+    compress.argtypes = [long_, pointer, i64]
+    hook.restype = compress.restype = long_
+    return hook, compress
+
+
+@functools.lru_cache(maxsize=None)
+def c_problem() -> str | None:
+    """Why the C merger cannot run here (no C compiler, or it failed), or None when it builds."""
+    try:
+        _c_functions(32)
+    except Exception as exc:
+        return " ".join(f"{type(exc).__name__}: {exc}".split())[:600]
+    return None
+
+
+def merger_problem(name: str) -> str | None:
+    """Why the kernel merger ``name`` ("opencl" or "c") cannot run here, or None when it builds."""
+    return {"opencl": opencl_problem, "c": c_problem}[name]()
+
+
+def _host_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class CUnionFind(_KernelUnionFind):
+    """Union-find on the host CPU: the kernels of ``union_find.h`` built as C11 with POSIX threads (host arrays
+    in and out). ``threads``: how many threads run each kernel (default: the CPUs this process may use, one per
+    2048 items at most)."""
+
+    name = "c"
+
+    def __init__(self, threads: int | None = None):
+        if threads is not None and not 1 <= int(threads) <= 256:
+            raise ValueError(f"threads must be 1..256, not {threads!r}")
+        self.threads = None if threads is None else int(threads)
+
+    def roots(self, first, second, n_nodes: int) -> np.ndarray:
+        first, second, dtype, parent = _host_start(first, second, n_nodes)
+        if first.size == 0 or n_nodes == 0:
+            return parent
+        hook, compress = _c_functions(8 * np.dtype(dtype).itemsize)
+        a = np.ascontiguousarray(first, dtype=dtype)
+        b = np.ascontiguousarray(second, dtype=dtype)
+        changed = np.zeros(1, dtype=np.int32)
+        threads = self.threads or max(1, min(_host_threads(), max(a.size, n_nodes) // 2048))
+        p_parent, p_a, p_b, p_changed = (x.ctypes.data for x in (parent, a, b, changed))
+        self._run(  # ctypes releases the GIL for each call: other Python threads go on meanwhile
+            hook=lambda: hook(threads, p_parent, p_a, p_b, a.size, p_changed),
+            compress=lambda: compress(threads, p_parent, n_nodes),
+            read_changed=lambda: bool(changed[0]),
+            clear_changed=lambda: changed.fill(0),
+        )
+        return parent
+
+
+@functools.lru_cache(maxsize=None)
 def get_merger(name: str):
     """The union-find merger called ``name`` (one of ``MERGERS``)."""
     if name == "numpy":
@@ -228,23 +334,59 @@ def get_merger(name: str):
         return CudaUnionFind()
     if name == "opencl":
         return OpenCLUnionFind()
-    raise ValueError(f"merger {name!r} is not one of {', '.join(map(repr, MERGERS))} (or None for the backend's own)")
+    if name == "c":
+        return CUnionFind()
+    raise ValueError(
+        f"merger {name!r} is not one of {', '.join(map(repr, CHOICES))} (or None for the backend's own)"
+    )
+
+
+_WARNED = set()
+
+
+def _warn_once(message: str):
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)  # at the call of label() or map_labels()
+
+
+def _auto_host_merger() -> str:
+    """OpenCL where it builds, else C where a compiler does, else NumPy; one warning per cause of a fallback from
+    an installed OpenCL runtime that does not build (a missing pyopencl is an optional extra, not a fault)."""
+    problem = opencl_problem()
+    if problem is None:
+        return "opencl"
+    fallback = "c" if c_problem() is None else "numpy"
+    if "pyopencl is not installed" not in problem:
+        _warn_once(f"merger='auto': the OpenCL runtime cannot run the union-find here ({problem}); "
+                   f"using the {fallback!r} merger instead")
+    return fallback
 
 
 def merger_for(backend, name: str | None = None):
-    """The merger to use on ``backend``: ``name`` if given, else CUDA on CuPy and NumPy on the host."""
+    """The merger to use on ``backend``: ``name`` if given (one of ``CHOICES``), else CUDA on CuPy and NumPy on
+    the host. ``"auto"``: CUDA on CuPy; on the host OpenCL, C or NumPy, the first that works here."""
     if name is None:
         name = "cuda" if backend.name == "cupy" else "numpy"
+    if name == "auto":
+        name = "cuda" if backend.name == "cupy" else _auto_host_merger()
     if name == "cuda" and backend.name != "cupy":
-        raise ValueError("merger 'cuda' needs the CuPy backend (backend='cupy'); use 'numpy' or 'opencl' here")
+        raise ValueError("merger 'cuda' needs the CuPy backend (backend='cupy'); use 'numpy', 'c' or 'opencl' here")
     if name == "opencl":
         problem = opencl_problem()
         if problem is not None:
-            raise RuntimeError(f"merger 'opencl' was asked for, but no OpenCL device works ({problem})")
+            raise RuntimeError(
+                f"merger 'opencl' was asked for, but OpenCL cannot run gpu_tiler's union-find here ({problem}); "
+                f"{opencl_advice(problem)}"
+            )
+    if name == "c":
+        problem = c_problem()
+        if problem is not None:
+            raise RuntimeError(f"merger 'c' was asked for, but the host C build failed ({problem})")
     return get_merger(name)
 
 
 __all__ = [
-    "CudaUnionFind", "MERGERS", "NumpyUnionFind", "OpenCLUnionFind", "get_merger", "kernel_source",
-    "merger_for", "opencl_problem",
+    "CHOICES", "CUnionFind", "CudaUnionFind", "MERGERS", "NumpyUnionFind", "OpenCLUnionFind", "c_problem",
+    "get_merger", "kernel_source", "merger_for", "merger_problem", "opencl_advice", "opencl_problem",
 ]
