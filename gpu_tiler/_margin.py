@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._backends import chunk_backend, get_backend, to_numpy
 from ._engine import map_tiles
 from ._io import as_dask
 
@@ -34,7 +35,7 @@ class MarginReport:
 
 
 def find_margin(func, image, margins=range(0, 33), *, tile_shape=None, mode="reflect", cval=0.0,
-                tolerance=0.0, plot=None, **kwargs) -> MarginReport:
+                tolerance=0.0, plot=None, backend=None, **kwargs) -> MarginReport:
     """Find the smallest margin (halo) at which ``func`` tiled equals ``func`` on the whole image.
 
     ``image`` is a small sample that fits in memory (NumPy, or anything :func:`gpu_tiler.open`
@@ -42,10 +43,12 @@ def find_margin(func, image, margins=range(0, 33), *, tile_shape=None, mode="ref
     quarter of each axis) with each margin in ``margins``, the border extended with ``mode``. The
     error is the largest absolute difference. ``margin`` in the report is the smallest margin from
     which every larger margin tried is within ``tolerance``. With ``plot`` (a path), a PNG of error
-    against margin is written there (needs matplotlib).
+    against margin is written there (needs matplotlib). ``func`` runs on ``backend``'s arrays
+    (default: the sample's own: NumPy for a host sample, the device's for device chunks).
     """
     x = as_dask(image)
-    sample = np.asarray(x.compute())
+    chosen = chunk_backend(x._meta) if backend is None else get_backend(backend)
+    sample = to_numpy(x.compute())
     margins = tuple(int(m) for m in margins)
     if not margins or any(m < 0 for m in margins) or list(margins) != sorted(set(margins)):
         raise ValueError(f"margins={margins!r} must be increasing whole numbers >= 0")
@@ -53,13 +56,13 @@ def find_margin(func, image, margins=range(0, 33), *, tile_shape=None, mode="ref
         raise ValueError(f"tolerance={tolerance!r} must be a number >= 0")
     if tile_shape is None:
         tile_shape = tuple(max(1, math.ceil(n / 4)) for n in sample.shape)
-    whole = np.asarray(func(sample, **kwargs))
+    whole = to_numpy(func(chosen.to_backend(sample), **kwargs))
     if whole.shape != sample.shape:
         raise ValueError(f"func returned shape {whole.shape} for an image of shape {sample.shape}; it must keep the shape")
     errors = []
     for m in margins:
-        tiled = map_tiles(func, sample, halo=m, mode=mode, cval=cval, tile_shape=tile_shape, dtype=whole.dtype,
-                          backend="numpy", **kwargs).compute()
+        tiled = to_numpy(map_tiles(func, sample, halo=m, mode=mode, cval=cval, tile_shape=tile_shape,
+                                   dtype=whole.dtype, backend=chosen.name, **kwargs).compute())
         diff = np.abs(tiled.astype(np.float64) - whole.astype(np.float64))
         errors.append(float(np.nanmax(diff)) if diff.size else 0.0)
     margin = None

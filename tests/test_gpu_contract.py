@@ -86,6 +86,27 @@ def test_label_moves_each_tile_once_per_pass_and_stays_in_budget(mask, on_standi
     np.testing.assert_array_equal(got, want)
 
 
+def test_map_labels_keeps_only_tiles_in_flight_on_the_device(on_standin):
+    smooth = ndi.gaussian_filter(np.random.default_rng(2).random(SHAPE), 4)
+
+    def segment(window):
+        return gt.backend_of(window).ndimage.label(window > 0.5)[0]
+
+    labels, n = gt.map_labels(segment, da.from_array(smooth, chunks=256), halo=8, budget=BUDGET)
+    k = tiles(labels)
+    # pass 1: each window over, its local labels and its packed overlap data back; the merge apart
+    assert on_standin.h2d_calls <= k + 2 and on_standin.d2h_calls <= 2 * k + 2
+    assert on_standin.peak_bytes <= BUDGET
+    before = on_standin.snapshot()
+    got = labels.compute()
+    assert on_standin.h2d_calls - before["h2d_calls"] == k and on_standin.d2h_calls - before["d2h_calls"] == k
+    with gt.config(backend="numpy"):  # the same labelling as on the host, bit for bit
+        want, n_want = gt.map_labels(lambda w: ndi.label(w > 0.5)[0], da.from_array(smooth, chunks=256), halo=8,
+                                     budget=BUDGET)
+    assert n == n_want
+    np.testing.assert_array_equal(got, want.compute())
+
+
 def test_every_transfer_is_explicit_in_a_whole_pipeline(image, on_standin):
     # threshold (Otsu from tile histograms), label, measure: any implicit conversion would raise
     x = da.from_array(image, chunks=256)
@@ -98,3 +119,40 @@ def test_every_transfer_is_explicit_in_a_whole_pipeline(image, on_standin):
                                              properties=["label", "area", "intensity_mean"])
     assert n == len(want["label"]) == len(table)
     np.testing.assert_array_equal(table["area"].to_numpy(), want["area"])
+
+
+def on_backend(image, chunks, backend_name):
+    """Chunks where the backend keeps them: host NumPy, or device arrays (stand-in, CuPy)."""
+    from gpu_tiler._backends import get_backend
+
+    x = da.from_array(image, chunks=chunks)
+    if backend_name == "numpy":
+        return x
+    backend = get_backend(backend_name)
+    return x.map_blocks(backend.to_backend, meta=backend.meta(x.dtype, x.ndim))
+
+
+def test_save_and_an_ome_zarr_pyramid_of_device_chunks(tmp_path, backend_name):
+    image = np.random.default_rng(4).random((70, 90)).astype(np.float32)
+    x = on_backend(image, (32, 40), backend_name)
+    np.testing.assert_array_equal(gt.save(x, tmp_path / "a.zarr").compute(), image)
+    gt.save(gt.gaussian(x, 1.0), tmp_path / "b.ome.zarr", format="ome-zarr", axes="yx", pyramid_levels=3)
+    level1 = gt.open(tmp_path / "b.ome.zarr", level=1).compute()
+    smoothed = ndi.gaussian_filter(image, 1.0)
+    np.testing.assert_array_equal(gt.open(tmp_path / "b.ome.zarr").compute(), smoothed)
+    np.testing.assert_allclose(level1, smoothed[:70, :90].reshape(35, 2, 45, 2).mean(axis=(1, 3)), rtol=1e-6)
+
+
+def test_preview_and_find_margin_of_device_chunks(tmp_path, backend_name):
+    image = np.random.default_rng(5).random((64, 64)).astype(np.float32)
+    x = on_backend(image, 32, backend_name)
+    from gpu_tiler._preview import preview
+
+    path = preview(x, tmp_path / "p.png", labels=gt.label(gt.threshold(x, 0.5))[0])
+    assert path.stat().st_size > 0
+
+    def smooth(tile):
+        return gt.backend_of(tile).ndimage.gaussian_filter(tile, 2.0)
+
+    report = gt.find_margin(smooth, x, margins=range(0, 12, 2))
+    assert report.margin == 8  # scipy's radius for sigma 2: int(4 * 2 + 0.5)

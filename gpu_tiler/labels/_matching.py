@@ -17,7 +17,7 @@ import numpy as np
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
-from .._backends import namespace_of
+from .._backends import namespace_of, to_numpy
 from ._tiles import TileGrid, face_dtype, local_label_dtype
 
 #: Ids are used directly as indices (bincount, scatter-min) while they are >= 0 and at most this
@@ -151,7 +151,26 @@ def summarise_window(labels, index, *, grid: TileGrid, halo, backend):
             summary.bands[(a, 0)] = local[lead + (slice(0, depth),)].astype(compact)
         if index[a] < grid.grid[a] - 1:
             summary.bands[(a, 1)] = local[lead + (slice(core.shape[a] - depth, None),)].astype(compact)
+    # the overlap data waits on the host for the matching (device memory holds only tiles in flight)
+    summary.halo, summary.bands = _packed_to_host(backend, (summary.halo, summary.bands), compact)
     return local, summary
+
+
+def _packed_to_host(backend, groups, dtype):
+    """The arrays of ``groups`` (dicts) on the host, moved in one transfer."""
+    arrays = [a for group in groups for a in group.values()]
+    if not arrays or not backend.is_device:
+        return groups
+    xp = backend.xp
+    flat = backend.to_host(xp.concatenate([a.reshape(-1) for a in arrays]).astype(dtype, copy=False))
+    out, start = [], 0
+    for group in groups:
+        moved = {}
+        for key, a in group.items():
+            moved[key] = flat[start : start + a.size].reshape(a.shape)
+            start += a.size
+        out.append(moved)
+    return tuple(out)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,15 +267,17 @@ def match_all(dsk, dependencies, summary_name, indices, grid, halo, min_overlap,
 
 
 def matched_pairs(xp, results, offsets):
-    """The piece ids ``(first, second)`` that ``match_all``'s matches join, given each tile's first piece id."""
+    """The piece ids ``(first, second)`` that ``match_all``'s matches join, given each tile's first
+    piece id: gathered on the host (where the matching ran), moved to ``xp`` once."""
     firsts, seconds = [], []
     for i, (_, _, matches) in results.items():
         for other, a, b in matches:
-            firsts.append(xp.asarray(a, dtype=np.int64) + offsets[i])
-            seconds.append(xp.asarray(b, dtype=np.int64) + offsets[other])
-    if firsts:
-        return xp.concatenate(firsts), xp.concatenate(seconds)
-    return xp.zeros(0, dtype=np.int64), xp.zeros(0, dtype=np.int64)
+            firsts.append(to_numpy(a).astype(np.int64) + offsets[i])
+            seconds.append(to_numpy(b).astype(np.int64) + offsets[other])
+    if not firsts:
+        return xp.zeros(0, dtype=np.int64), xp.zeros(0, dtype=np.int64)
+    pairs = xp.asarray(np.stack([np.concatenate(firsts), np.concatenate(seconds)]))
+    return pairs[0], pairs[1]
 
 
 __all__ = ["StitchSummary", "match_all", "match_tile", "matched_pairs", "matched_pieces", "summarise_window"]
