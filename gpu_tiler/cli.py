@@ -26,6 +26,7 @@ import gpu_tiler as gt
 
 from . import filters
 from ._backends import cupy_problem
+from ._config import BACKENDS
 from ._cluster import describe_workers
 from ._demo import run_demo
 from ._execute import active_client
@@ -537,7 +538,8 @@ def _not_negative(text):
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--backend", choices=["auto", "numpy", "cupy"], help="array library (default: auto)")
+    common.add_argument("--backend", choices=BACKENDS,
+                        help="array library (default: auto; standin: the strict GPU stand-in, for testing)")
     common.add_argument("--memory-budget", help="per-device budget: bytes, 512MiB, 2GB or a fraction like 0.25")
     common.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
     common.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -29,7 +29,7 @@ from ._checks import (
     reach,
     size_or_footprint,
 )
-from ._backends import chunk_backend, to_numpy
+from ._backends import chunk_backend, resolve_backend, to_numpy
 from ._engine import map_tiles
 from ._io import as_dask
 from ._ome import metadata_of, physical_to_pixels
@@ -261,6 +261,7 @@ def difference_of_gaussians(image, sigma_low, sigma_high=None, mode="nearest", c
     the image smoothed by ``sigma_high`` (default ``1.6 * sigma_low``), in scikit-image's float type."""
     x, modes = _prepare(image, mode)
     _single_mode("difference_of_gaussians", modes)
+    resolve_backend(x).skimage  # noqa: B018 - scikit-image's float conversion on the device needs cuCIM: say so now
     low = normalize_sigma(_spatial(x, sigma_low, 0.0, name="sigma_low", units=units), x.ndim, "sigma_low")
     high = tuple(1.6 * s for s in low) if sigma_high is None else normalize_sigma(
         _spatial(x, sigma_high, 0.0, name="sigma_high", units=units), x.ndim, "sigma_high")

@@ -156,3 +156,20 @@ def test_preview_and_find_margin_of_device_chunks(tmp_path, backend_name):
 
     report = gt.find_margin(smooth, x, margins=range(0, 12, 2))
     assert report.margin == 8  # scipy's radius for sigma 2: int(4 * 2 + 0.5)
+
+
+def test_the_command_line_runs_the_device_path(tmp_path):
+    import subprocess
+    import sys
+
+    image = np.random.default_rng(6).random((96, 80)).astype(np.float32)
+    gt.save(image, tmp_path / "in.zarr")
+    for args in (("filter", "gaussian", tmp_path / "in.zarr", tmp_path / "g.zarr", "--sigma", "2"),
+                 ("filter", "threshold", tmp_path / "g.zarr", tmp_path / "m.zarr", "--value", "0.5"),
+                 ("label", tmp_path / "m.zarr", tmp_path / "l.zarr")):
+        done = subprocess.run([sys.executable, "-m", "gpu_tiler", *map(str, args), "--backend", "standin",
+                               "--memory-budget", "64KiB"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    smooth = ndi.gaussian_filter(image, 2.0)
+    np.testing.assert_array_equal(gt.open(tmp_path / "g.zarr").compute(), smooth)
+    np.testing.assert_array_equal(gt.open(tmp_path / "l.zarr").compute(), ndi.label(smooth > 0.5)[0])
