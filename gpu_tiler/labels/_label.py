@@ -213,8 +213,9 @@ def label(
     chunks); the labels' chunks are the tiles. ``dtype``: of the labels; by default int32, or int64
     when the image has 2**31 voxels or more or the labels need it.
     ``backend``: ``"numpy"``, ``"cupy"`` or None (configured/auto); on CuPy the labelling, the merge
-    and the relabelling run on the GPU. ``merger``: the union-find (``"numpy"``, ``"opencl"``,
-    ``"cuda"``; default: CUDA on CuPy, NumPy on the host).
+    and the relabelling run on the GPU. ``merger``: the union-find (``"numpy"``, ``"c"`` (the kernel on
+    the host's cores), ``"opencl"``, ``"cuda"``, or ``"auto"``: CUDA on a GPU, else OpenCL, then C, then
+    NumPy; default: CUDA on CuPy, NumPy on the host).
 
     Saving the labels of the same image again (same input, tiles, structure and dtype) with
     ``gpu_tiler.save(labels, path, resume=True)`` resumes an interrupted save. When the labels are

@@ -178,7 +178,8 @@ def map_labels(
 
     Tiles are planned like :func:`gpu_tiler.map_tiles` plans them from ``budget`` (or given as
     ``tile_shape``). ``backend``: ``"numpy"``, ``"cupy"`` or None (configured/auto). ``merger``: the
-    union-find (``"numpy"``, ``"cuda"``, ``"opencl"``; default: CUDA on CuPy, NumPy on the host).
+    union-find, as for :func:`gpu_tiler.label` (``"numpy"``, ``"c"``, ``"opencl"``, ``"cuda"``, ``"auto"``;
+    default: CUDA on CuPy, NumPy on the host).
     ``scratch``: where the tiles' local labels wait for pass 2, as for :func:`gpu_tiler.label`
     (``"auto"``, ``"memory"``, ``"disk"`` or a directory). Other keyword arguments go to ``func``.
     """
