@@ -336,7 +336,7 @@ def cmd_info(args):
 
 
 #: How ``info`` names the union-find mergers that run a kernel (``numpy`` is the host reference).
-MERGER_NAMES = {"cuda": "CUDA", "opencl": "OpenCL"}
+MERGER_NAMES = {"cuda": "CUDA", "opencl": "OpenCL", "c": "C (host CPU threads)"}
 #: A tiny union-find: nodes 0-1-2 and 3-4 joined, 5 alone; every merger must give these roots.
 _PROBE = (np.array([1, 2, 4]), np.array([0, 1, 3]), 6)
 
