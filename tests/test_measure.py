@@ -1,10 +1,11 @@
 """regionprops on tiles equals scikit-image's regionprops_table on the whole image."""
+import itertools
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -12,7 +13,10 @@ import scipy.ndimage as ndi
 from skimage.measure import regionprops_table
 
 import gpu_tiler
-from gpu_tiler.measure import DEFAULT_PROPERTIES, SUPPORTED_PROPERTIES, _Plan, _tile_partial, regionprops
+from gpu_tiler._backends import NUMPY, get_backend
+from gpu_tiler.measure import DEFAULT_PROPERTIES, SUPPORTED_PROPERTIES, plan_measure, regionprops
+from gpu_tiler.measure._partials import Merger, Plan, tile_partial
+from gpu_tiler.measure._properties import partials_of, table
 
 INTENSITY_PROPERTIES = {
     "intensity_mean", "intensity_min", "intensity_max", "intensity_std", "centroid_weighted",
@@ -48,12 +52,26 @@ def intensity_image(shape, dtype, seed):
 
 
 def on_backend(array, chunks, backend_name="numpy"):
+    """Chunks where the backend keeps them: host NumPy, or device arrays (the stand-in's, CuPy's)."""
     x = da.from_array(array, chunks=chunks)
-    if backend_name == "cupy":
-        import cupy
+    if backend_name == "numpy":
+        return x
+    backend = get_backend(backend_name)
+    return x.map_blocks(backend.to_backend, meta=backend.meta(x.dtype, x.ndim))
 
-        x = x.map_blocks(cupy.asarray)
-    return x
+
+@pytest.fixture(autouse=True)
+def two_tiles_in_flight():
+    """Tiles planned for two in flight on every machine, so a budget gives the same tiles everywhere."""
+    with gpu_tiler.config(tiles_in_flight=2):
+        yield
+
+
+def tiles_for(labels, intensity, properties, budget):
+    """How many tiles regionprops plans for these images, properties and budget."""
+    images = [da.from_array(a) for a in (labels, intensity) if a is not None]
+    plan = Plan(partials_of(properties), labels.ndim, None if intensity is None else intensity.dtype)
+    return plan_measure(plan, images, budget, NUMPY).n_tiles
 
 
 def property_of(column):
@@ -132,25 +150,27 @@ def assert_equals_skimage(got, want, helpers, intensity_dtype=None):
         assert close.all(), f"{column}: {values[~close][:3]} vs scikit-image {expected[~close][:3]}"
 
 
-CASES = {  # shape, label chunks, seed of the blobs
-    "2d-uneven": ((61, 47), (17, 13), 9),
-    "2d-size-1-chunks": ((14, 16), 1, 2),
-    "2d-one-chunk": ((40, 33), (40, 33), 12),
-    "3d-uneven": ((19, 23, 21), (6, 10, 7), 9),
+CASES = {  # shape, label chunks, seed of the blobs, memory budget (bytes; None: the device's)
+    "2d-uneven": ((61, 47), (17, 13), 9, 64 * 1024),
+    "2d-tiny-tiles": ((14, 16), 1, 2, 4096),
+    "2d-one-tile": ((40, 33), (40, 33), 12, None),
+    "3d-uneven": ((19, 23, 21), (6, 10, 7), 9, 256 * 1024),
 }
 
 
 @pytest.mark.parametrize("intensity_dtype", [None, np.uint16, np.float32], ids=["no-intensity", "uint16", "float32"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_regionprops_equals_skimage_on_the_whole_image(case, intensity_dtype, backend_name):
-    shape, chunks, seed = CASES[case]
+    shape, chunks, seed, budget = CASES[case]
     labels = blobs(shape, seed)
     intensity = None if intensity_dtype is None else intensity_image(shape, intensity_dtype, seed=7)
     properties = list(SUPPORTED_PROPERTIES) if intensity is not None else SHAPE_PROPERTIES
+    n_tiles = tiles_for(labels, intensity, properties, budget)
+    assert n_tiles == 1 if budget is None else n_tiles > 10  # objects across many tiles, or one tile
     tiled_intensity = None
     if intensity is not None:  # chunked unlike the labels: regionprops aligns them
         tiled_intensity = on_backend(intensity, tuple(max(1, n // 2) for n in shape), backend_name)
-    got = regionprops(on_backend(labels, chunks, backend_name), tiled_intensity, properties)
+    got = regionprops(on_backend(labels, chunks, backend_name), tiled_intensity, properties, budget=budget)
     want, helpers = reference(labels, intensity, properties)
     assert len(got) == len(np.unique(labels)) - 1 > 1
     assert np.all(np.diff(got["label"].to_numpy()) > 0), "rows must be sorted by label"
@@ -207,7 +227,8 @@ def test_widely_spread_ids_and_objects_across_many_tiles():
     labels[5:60, 30:34] = 7  # a long bar through 14 tiles
     intensity = intensity_image(labels.shape, np.uint16, seed=1)
     properties = ["label", "num_pixels", "bbox", "centroid", "intensity_mean", "intensity_max", "inertia_tensor"]
-    got = regionprops(on_backend(labels, 8), on_backend(intensity, 16), properties)
+    assert tiles_for(labels, intensity, properties, 64 * 1024) >= 32
+    got = regionprops(on_backend(labels, 8), on_backend(intensity, 16), properties, budget=64 * 1024)
     want, helpers = reference(labels, intensity, properties)
     assert_equals_skimage(got, want, helpers, np.uint16)
 
@@ -216,8 +237,8 @@ def test_widely_spread_ids_and_objects_across_many_tiles():
 def test_each_tile_reduces_to_one_row_per_label_present(spread_ids):
     labels = blobs((40, 40), seed=2, spread_ids=spread_ids)
     tile = labels[8:24, 16:40]
-    plan = _Plan(("label", "area", "moments_central"), 2, None)
-    part = _tile_partial(tile, None, (8, 16), plan, "numpy")
+    plan = Plan(partials_of(("label", "area", "moments_central")), 2, None)
+    part = tile_partial(tile, None, (8, 16), plan, "numpy")
     present = np.unique(tile[tile > 0])
     np.testing.assert_array_equal(part["label"], present)
     assert all(len(value) == len(present) for value in part.values())
@@ -254,12 +275,18 @@ def test_default_properties_and_plain_numpy_and_zarr_inputs(tmp_path):
 
 
 def test_partial_tables_travel_between_processes():
-    """The graph holds only picklable data, as dask.distributed workers need."""
+    """A tile's task (its plan included) and its partial table pickle, as dask.distributed workers need:
+    tables computed from an unpickled plan and sent back pickled merge to scikit-image's result."""
     labels = blobs((30, 30), seed=4)
     intensity = intensity_image(labels.shape, np.float32, seed=4)
     properties = ["label", "area", "intensity_std", "moments_weighted_central"]
-    with dask.config.set(scheduler="processes", num_workers=2):
-        got = regionprops(on_backend(labels, 15), on_backend(intensity, 15), properties)
+    plan = pickle.loads(pickle.dumps(Plan(partials_of(properties), 2, np.float32)))
+    merger = Merger(plan)
+    for origin in itertools.product(range(0, 30, 15), repeat=2):
+        window = tuple(slice(o, o + 15) for o in origin)
+        part = tile_partial(labels[window], intensity[window], origin, plan, "numpy")
+        merger.add(pickle.loads(pickle.dumps(part)))
+    got = table(properties, merger.result(), plan)
     want, helpers = reference(labels, intensity, properties)
     assert_equals_skimage(got, want, helpers, np.float32)
 
@@ -299,6 +326,40 @@ def test_intensity_extrema_of_every_dtype_are_exact(dtype):
     else:
         intensity = (rng.standard_normal(labels.shape) * 100).astype(dtype)
     properties = ["label", "intensity_min", "intensity_max"]
-    got = regionprops(on_backend(labels, (7, 9)), on_backend(intensity, (7, 9)), properties)
+    assert tiles_for(labels, intensity, properties, 16 * 1024) > 10
+    got = regionprops(on_backend(labels, (7, 9)), on_backend(intensity, (7, 9)), properties, budget=16 * 1024)
     want, helpers = reference(labels, intensity, properties)
     assert_equals_skimage(got, want, helpers)
+
+
+def test_on_the_device_tiles_stay_within_the_budget_and_cross_once():
+    """The GPU contract on the stand-in, for an image 8x the budget: peak device bytes within the budget;
+    each tile's labels and intensities cross to the device once; per tile at most two transfers back (its
+    lowest and highest label, then its packed partial table). The result is the NumPy backend's, bit for bit."""
+    from gpu_tiler.testing import standin_device
+
+    budget = 512 * 1024
+    rng = np.random.default_rng(0)
+    labels = ndi.label(ndi.gaussian_filter(rng.random((1024, 1024)), 4) > 0.5)[0]
+    image = rng.random(labels.shape).astype(np.float32)
+    assert labels.nbytes == image.nbytes == 8 * budget
+    properties = ["label", "area", "intensity_mean", "bbox", "centroid"]
+    n_tiles = tiles_for(labels, image, properties, budget)
+    with standin_device() as ledger, gpu_tiler.config(backend="standin"):
+        got = regionprops(da.from_array(labels, chunks=256), da.from_array(image, chunks=256), properties, budget=budget)
+        moved = ledger.snapshot()
+    assert moved["peak_bytes"] <= budget
+    assert n_tiles < moved["h2d_calls"] <= 2 * n_tiles  # a tile without objects needs no intensities
+    assert moved["d2h_calls"] <= 2 * n_tiles
+    assert moved["h2d_bytes"] <= labels.nbytes + image.nbytes
+    want = regionprops(da.from_array(labels, chunks=256), da.from_array(image, chunks=256), properties,
+                       backend="numpy", budget=budget)
+    for column in want:
+        assert_bit_identical(got[column].to_numpy(), want[column].to_numpy(), column)
+    want_skimage, helpers = reference(labels, image, properties)
+    assert_equals_skimage(got, want_skimage, helpers, np.float32)
+
+
+def test_a_budget_too_small_for_one_voxel_says_how_large_it_must_be():
+    with pytest.raises(ValueError, match="raise memory_budget to at least"):
+        regionprops(blobs((20, 20), seed=1), properties=["label", "moments_central"], budget=64)
