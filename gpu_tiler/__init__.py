@@ -28,6 +28,8 @@ from ._ome import ImageMetadata, metadata_of
 from . import measure
 from .measure import regionprops
 from ._planning import TilePlan, plan_tiles
+from . import transforms
+from .transforms import affine_transform, deskew, map_coordinates, rotate, shift, zoom
 
 __version__ = "0.1.0"
 
@@ -71,4 +73,12 @@ __all__ = [
     "threshold_otsu",
     "uniform",
     "white_tophat",
+    # geometric transforms
+    "affine_transform",
+    "deskew",
+    "map_coordinates",
+    "rotate",
+    "shift",
+    "transforms",
+    "zoom",
 ]
