@@ -7,19 +7,8 @@ from ._config import config, parse_budget
 from ._devices import Device, devices
 from ._engine import map_tiles
 from ._registry import plan_of
-from .filters import (
-    black_tophat,
-    difference_of_gaussians,
-    gaussian,
-    maximum,
-    median,
-    minimum,
-    subtract_background,
-    threshold,
-    threshold_otsu,
-    uniform,
-    white_tophat,
-)
+from .filters import *  # noqa: F403 - every public filter, as gt.<name>
+from .filters import __all__ as _filters_all
 from . import filters
 from ._io import InputChangedError, ResumeRefusedError, open, save
 from ._margin import MarginReport, find_margin
@@ -33,52 +22,11 @@ from .transforms import affine_transform, deskew, map_coordinates, rotate, shift
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Device",
-    "ImageMetadata",
-    "InputChangedError",
-    "MarginReport",
-    "OutputInUseError",
-    "ResumeRefusedError",
-    "TilePlan",
-    "__version__",
-    "backend_of",
-    "black_tophat",
-    "claim_output",
-    "cluster",
-    "config",
-    "devices",
-    "difference_of_gaussians",
-    "filters",
-    "find_margin",
-    "gaussian",
-    "get_backend",
-    "label",
-    "map_labels",
-    "map_tiles",
-    "maximum",
-    "measure",
-    "median",
-    "metadata_of",
-    "minimum",
-    "open",
-    "parse_budget",
-    "plan_of",
-    "plan_tiles",
-    "regionprops",
-    "resolve_backend",
-    "save",
-    "subtract_background",
-    "threshold",
-    "threshold_otsu",
-    "uniform",
-    "white_tophat",
+__all__ = sorted({
+    "Device", "ImageMetadata", "InputChangedError", "MarginReport", "OutputInUseError", "ResumeRefusedError",
+    "TilePlan", "__version__", "backend_of", "claim_output", "cluster", "config", "devices", "filters",
+    "find_margin", "get_backend", "label", "map_labels", "map_tiles", "measure", "metadata_of", "open",
+    "parse_budget", "plan_of", "plan_tiles", "regionprops", "resolve_backend", "save", *_filters_all,
     # geometric transforms
-    "affine_transform",
-    "deskew",
-    "map_coordinates",
-    "rotate",
-    "shift",
-    "transforms",
-    "zoom",
-]
+    "affine_transform", "deskew", "map_coordinates", "rotate", "shift", "transforms", "zoom",
+})

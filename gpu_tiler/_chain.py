@@ -19,7 +19,8 @@ from typing import Callable
 import dask.array as da
 import numpy as np
 
-from ._backends import chunk_backend
+from ._backends import chunk_backend, to_numpy
+from ._errors import ParameterRuntimeError
 from ._engine import map_tiles
 from ._io import as_dask
 from ._planning import plan_tiles
@@ -55,11 +56,16 @@ class Operation:
         return tuple(int(sum(h)) for h in zip(*(s.halo for s in self.steps)))
 
 
-def ndimage_step(name, function, halo, modes, cval, **kwargs) -> Step:
-    """A step that calls ``backend.ndimage.<function>(tile, mode=..., cval=..., **kwargs)``."""
+def ndimage_step(name, function, halo, modes, cval, /, *, mode_arg=None, **kwargs) -> Step:
+    """A step that calls ``backend.ndimage.<function>(tile, mode=..., cval=..., **kwargs)``.
+
+    ``modes``: per image axis, how the step meets the image border (where the window is cut back
+    to the image); ``mode_arg``: the ``mode`` the function is given, when not ``modes`` itself (SciPy
+    takes one mode per filtered axis with ``axes=``)."""
     from functools import partial
 
-    mode_arg = modes[0] if len(set(modes)) == 1 else list(modes)
+    if mode_arg is None:
+        mode_arg = modes[0] if len(set(modes)) == 1 else list(modes)
     return Step(name, tuple(halo), tuple(modes), float(cval),
                 partial(_call_ndimage, function, dict(kwargs, mode=mode_arg, cval=cval)))
 
@@ -205,3 +211,42 @@ def _token(source, operations, budget, tile_shape):
 
     return tokenize(source.name, [(op.name, op.halo, [(s.name, s.modes, s.cval, s.call) for s in op.steps],
                                    op.combine, str(op.out_dtype)) for op in operations], budget, tile_shape)
+
+
+# ---- output= ----------------------------------------------------------------------------------
+
+
+def output_target(output, default_dtype):
+    """SciPy's ``output=``: ``(dtype, target)``. None: ``default_dtype``; a dtype (``np.float32``,
+    ``"float32"``): the result's dtype; an array (NumPy, CuPy, zarr, anything with ``shape``, ``dtype``
+    and item assignment): the result is written into it, in its dtype."""
+    if output is None:
+        return np.dtype(default_dtype), None
+    if isinstance(output, (type, np.dtype, str)):
+        try:
+            return np.dtype(output), None
+        except TypeError:
+            raise TypeError(f"output={output!r} is not a dtype; give a dtype, an array to write into, or None") from None
+    if all(hasattr(output, a) for a in ("shape", "dtype", "__setitem__")):
+        return np.dtype(output.dtype), output
+    raise TypeError(f"output={output!r}: give a dtype (e.g. np.float32), an array or zarr array to write into, or None")
+
+
+def _to_host(block):
+    return to_numpy(block)
+
+
+def deliver(result: da.Array, target):
+    """``result`` itself, or (``target`` given) ``result`` written tile by tile into ``target`` (no
+    whole-image copy: each tile goes straight to its place), which is returned, as SciPy returns it."""
+    if target is None:
+        return result
+    if tuple(target.shape) != tuple(result.shape):
+        raise ParameterRuntimeError(f"output has shape {tuple(target.shape)}; the result has {tuple(result.shape)}")
+    on_device = chunk_backend(target).is_device
+    if chunk_backend(result._meta).is_device and not on_device:
+        result = result.map_blocks(_to_host, dtype=result.dtype, meta=np.empty((0,) * result.ndim, result.dtype))
+    # tiles are disjoint: a NumPy target takes them in parallel; a store with chunks of its own
+    # (zarr) might share a chunk between two tiles, so its writes take turns
+    da.store(result, target, lock=not isinstance(target, np.ndarray))
+    return target

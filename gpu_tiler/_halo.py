@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._errors import ParameterRuntimeError
+
 #: scipy.ndimage boundary mode -> np.pad mode extending a line the same way
 SCIPY_TO_NUMPY_PAD = {
     "reflect": "symmetric",
@@ -27,10 +29,10 @@ def normalize_modes(mode, ndim: int) -> tuple[str, ...]:
     """One scipy.ndimage mode per axis (a single mode, or a sequence of ``ndim`` modes)."""
     modes = (mode,) * ndim if isinstance(mode, str) else tuple(mode)
     if len(modes) != ndim:
-        raise ValueError(f"mode {mode!r} gives {len(modes)} modes; the image has {ndim} axes")
+        raise ParameterRuntimeError(f"mode {mode!r} gives {len(modes)} modes; the image has {ndim} axes")
     for m in modes:
         if m not in SCIPY_TO_NUMPY_PAD:
-            raise ValueError(f"mode {m!r} is not a boundary mode; use one of {', '.join(map(repr, MODES))}")
+            raise ParameterRuntimeError(f"mode {m!r} is not a boundary mode; use one of {', '.join(map(repr, MODES))}")
     return modes
 
 

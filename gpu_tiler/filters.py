@@ -1,42 +1,60 @@
 """Filters that equal scipy.ndimage / scikit-image on the whole image, computed tile by tile.
 
-Every function takes scipy.ndimage's parameters with its defaults and output dtypes, declares the
-halo it needs from them (the user never passes an overlap), and returns a lazy dask array. The
-NumPy backend calls SciPy / scikit-image on each tile, the CuPy backend cupyx.scipy.ndimage /
-cuCIM: the same call. A filter applied to the result of another runs in the same tiled pass (one
-read, one write per tile) whenever that is exactly equal to running them one after another; pass
-``fuse=False`` to keep passes apart.
+Every function takes scipy.ndimage's parameters with its defaults and output dtypes (``output=``: a
+dtype, or an array or zarr array the result is written into; ``origin=`` and ``axes=`` where SciPy
+has them), declares the halo it needs from them (footprint or structure extent, origin shift,
+iterations, derivative order, truncate/radius; the user never passes an overlap), and returns a
+lazy dask array. The NumPy backend calls SciPy / scikit-image on each tile, the CuPy backend
+cupyx.scipy.ndimage / cuCIM: the same call through the backend's ``ndimage``. A filter applied to
+the result of another runs in the same tiled pass (one read, one write per tile) whenever that is
+exactly equal to running them one after another; pass ``fuse=False`` to keep passes apart.
+Results equal SciPy's bit for bit for finite data (rank filters on NaN differ where SciPy's own NaN
+result depends on data outside the footprint). Morphology that is not local (``iterations`` < 1,
+``binary_fill_holes``) lives in :mod:`gpu_tiler._morphology` and is exact too.
 """
 from __future__ import annotations
 
 import math
+import numbers
 from functools import partial
 
 import dask
 
 import numpy as np
 
-from ._chain import Operation, Step, apply_operation, ndimage_step, run_on_window
+from ._chain import Operation, Step, apply_operation, deliver, ndimage_step, output_target, run_on_window
 from ._checks import (
+    _per_axis,
+    check_footprint,
     check_image,
+    check_not_negative,
     check_positive,
     check_structure,
+    expand_array,
+    normalize_axes,
     normalize_modes,
     normalize_order,
+    normalize_origin,
     normalize_sigma,
     normalize_size,
-    _per_axis,
+    on_axes,
     reach,
-    size_or_footprint,
+    reach_1d,
 )
+from ._errors import ParameterRuntimeError, ParameterTypeError
 from ._backends import chunk_backend, resolve_backend, to_numpy
 from ._engine import map_tiles
 from ._io import as_dask
+from ._morphology import binary_closing, binary_dilation, binary_erosion, binary_fill_holes, binary_opening
 from ._ome import metadata_of, physical_to_pixels
 
 __all__ = [
-    "black_tophat", "difference_of_gaussians", "gaussian", "maximum", "median", "minimum",
-    "subtract_background", "threshold", "threshold_otsu", "uniform", "white_tophat",
+    "binary_closing", "binary_dilation", "binary_erosion", "binary_fill_holes", "binary_opening", "black_tophat", "convolve", "convolve1d", "correlate", "correlate1d", "difference_of_gaussians", "gaussian",
+    "gaussian_filter1d", "gaussian_gradient_magnitude", "gaussian_laplace", "generic_filter", "generic_filter1d",
+    "grey_closing", "grey_dilation", "grey_erosion", "grey_opening", "laplace", "maximum", "maximum_filter1d",
+    "median", "minimum", "minimum_filter1d", "percentile_filter", "prewitt", "rank_filter", "sobel",
+    "subtract_background", "threshold", "threshold_local", "threshold_otsu", "uniform", "uniform_filter1d",
+    "white_tophat",
 ]
 
 
@@ -49,7 +67,7 @@ def _spatial(x, value, fill, *, name, units=None):
     """Per-axis values for an image that knows its axes: a single value applies to the space axes
     only (``fill`` on time and channel axes); with ``units`` physical lengths become pixels."""
     meta = metadata_of(x)
-    if meta is not None and np.isscalar(value) and len(meta.spatial) < x.ndim:
+    if meta is not None and np.ndim(value) == 0 and len(meta.spatial) < x.ndim:
         value = tuple(value if a in meta.spatial else fill for a in range(x.ndim))
     if units is None:
         return value
@@ -58,8 +76,36 @@ def _spatial(x, value, fill, *, name, units=None):
 
 def _single_mode(name, modes):
     if len(set(modes)) > 1:
-        raise ValueError(f"{name} takes one boundary mode for all axes (as scipy.ndimage does), not {modes!r}")
+        raise ParameterRuntimeError(
+            f"{name} takes one boundary mode for all axes (as scipy.ndimage does), not {modes!r}")
     return modes
+
+
+def _axis(axis, ndim) -> int:
+    """One axis (negative counts from the end), refused as NumPy refuses it (AxisError)."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise ParameterTypeError(f"axis={axis!r}: give a whole number")
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(f"axis={axis!r} is out of range for an image with {ndim} axes")
+    return int(axis) % ndim
+
+
+def _only_on(axis, value, ndim, fill=0):
+    return tuple(value if a == axis else fill for a in range(ndim))
+
+
+def _result(x, name, steps, dtype, target, *, fuse, budget, whole_axes=(), combine=None):
+    """Run ``steps`` as one operation (fused onto ``x``'s chain when exact) and deliver it to ``output``."""
+    op = Operation(name, tuple(steps), dtype, combine=combine, whole_axes=whole_axes)
+    return deliver(apply_operation(x, op, fuse=fuse, budget=budget), target)
+
+
+def _with_output(kwargs, output, dtype):
+    """The backend call's keyword arguments, with ``output=dtype`` when the caller gave ``output``."""
+    return dict(kwargs, output=dtype) if output is not None else dict(kwargs)
+
+
+# ---- Gaussians ----------------------------------------------------------------------------------
 
 
 def gaussian_radius(sigma, truncate=4.0, radius=None) -> tuple[int, ...]:
@@ -69,142 +115,538 @@ def gaussian_radius(sigma, truncate=4.0, radius=None) -> tuple[int, ...]:
     return tuple(int(truncate * s + 0.5) if s > 1e-15 else 0 for s in sigma)
 
 
-def gaussian_steps(sigma, order, modes, cval, truncate, radius=None) -> tuple[Step, ...]:
-    """gaussian_filter as SciPy runs it: one gaussian_filter1d per axis with sigma > 0, in axis order.
+def _check_radius(radius, n):
+    """SciPy's ``radius=``: whole numbers >= 0 (``1.1`` is refused, as SciPy refuses it)."""
+    if radius is None:
+        return None
+    values = _per_axis("radius", radius, n)
+    for r in values:
+        if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 0:
+            raise ValueError(f"radius={radius!r}: each value must be a whole number >= 0 (as SciPy requires)")
+    return tuple(int(r) for r in values)
+
+
+def gaussian_steps(sigma, order, modes, cval, truncate, radius=None, *, axes=None, ndim=None,
+                   output=None) -> tuple[Step, ...]:
+    """gaussian_filter as SciPy runs it: one gaussian_filter1d per axis with sigma > 0, in the order of
+    ``axes`` (``sigma``, ``order``, ``modes``, ``radius``: one per axis of ``axes``; default: all).
 
     Separate steps let each axis' pass meet the image border as SciPy's does; with mode="constant"
     that is what makes tiles exact (SciPy pads each pass with cval, not with the previous pass's
-    smoothing of the padding)."""
-    ndim = len(sigma)
+    smoothing of the padding). ``output``: the first pass writes this dtype, as SciPy's does."""
+    axes = tuple(range(len(sigma))) if axes is None else tuple(axes)
+    ndim = len(sigma) if ndim is None else ndim
     reach_ = gaussian_radius(sigma, truncate, radius)
     steps = []
-    for axis in range(ndim):
-        if sigma[axis] <= 1e-15:
+    for i, axis in enumerate(axes):
+        if sigma[i] <= 1e-15:
             continue
-        kwargs = {"sigma": sigma[axis], "axis": axis, "order": order[axis], "truncate": truncate}
+        kwargs = {"sigma": sigma[i], "axis": axis, "order": order[i], "truncate": truncate}
         if radius is not None:
-            kwargs["radius"] = radius[axis]
-        halo = tuple(reach_[axis] if a == axis else 0 for a in range(ndim))
-        mode = (modes[axis],) * ndim
-        steps.append(ndimage_step(f"gaussian_filter1d[{axis}]", "gaussian_filter1d", halo, mode, cval, **kwargs))
+            kwargs["radius"] = radius[i]
+        if output is not None and not steps:
+            kwargs["output"] = output
+        steps.append(ndimage_step(f"gaussian_filter1d[{axis}]", "gaussian_filter1d", _only_on(axis, reach_[i], ndim),
+                                  (modes[i],) * ndim, cval, **kwargs))
     return tuple(steps)
 
 
-def _copy_step(ndim, modes, cval):
-    return Step("copy", (0,) * ndim, tuple(modes), float(cval), _copy)
+def _copy_step(ndim, modes, cval, dtype=None):
+    return Step("copy", (0,) * ndim, tuple(modes), float(cval), partial(_copy, dtype))
 
 
-def _copy(backend, tile, border):
-    return tile.copy()
+def _copy(dtype, backend, tile, border):
+    return tile.copy() if dtype is None else tile.astype(dtype, copy=True)
 
 
-def gaussian(image, sigma, order=0, mode="reflect", cval=0.0, truncate=4.0, *, radius=None, units=None, fuse=True,
-             budget=None):
-    """``scipy.ndimage.gaussian_filter`` tile by tile (halo: ``int(truncate * sigma + 0.5)`` per axis).
+def gaussian(image, sigma, order=0, output=None, mode="reflect", cval=0.0, truncate=4.0, *, radius=None, axes=None,
+             units=None, fuse=True, budget=None):
+    """``scipy.ndimage.gaussian_filter`` tile by tile (halo: ``int(truncate * sigma + 0.5)`` per axis, or
+    ``radius``). ``truncate=0`` is radius 0 (order 0: the image itself), as in SciPy.
 
     On an image that knows its axes (OME-Zarr), a single ``sigma`` smooths the space axes only; with
     ``units`` (e.g. ``"um"``) ``sigma`` is a physical length, converted per axis with the pixel sizes.
     """
-    x, modes = _prepare(image, mode)
-    sigma = normalize_sigma(_spatial(x, sigma, 0.0, name="sigma", units=units), x.ndim)
-    order = normalize_order(order, x.ndim)
-    truncate = check_positive("truncate", truncate)
+    x = check_image(as_dask(image))
+    on = normalize_axes(axes, x.ndim)
+    if axes is None:
+        sigma = _spatial(x, sigma, 0.0, name="sigma", units=units)
+    elif units is not None:
+        raise ValueError("units= converts sigma for all axes; give sigma in pixels with axes=")
+    n = len(on)
+    modes = normalize_modes(mode, n)
+    sigma = normalize_sigma(sigma, n)
+    order = normalize_order(order, n)
+    truncate = check_not_negative("truncate", truncate)
+    radius = _check_radius(radius, n)
+    dtype, target = output_target(output, x.dtype)
+    steps = gaussian_steps(sigma, order, modes, cval, truncate, radius, axes=on, ndim=x.ndim,
+                           output=dtype if output is not None else None)
+    if not steps:  # SciPy copies the input (into the output's dtype)
+        steps = (_copy_step(x.ndim, ("reflect",) * x.ndim, cval, dtype),)
+    return _result(x, "gaussian", steps, dtype, target, fuse=fuse, budget=budget)
+
+
+def gaussian_filter1d(image, sigma, axis=-1, order=0, output=None, mode="reflect", cval=0.0, truncate=4.0, *,
+                      radius=None, fuse=True, budget=None):
+    """``scipy.ndimage.gaussian_filter1d`` tile by tile (halo along ``axis``: ``int(truncate * sigma + 0.5)``
+    or ``radius``)."""
+    x = check_image(as_dask(image))
+    axis = _axis(axis, x.ndim)
+    (m,) = normalize_modes(mode, 1)
+    (s,) = normalize_sigma(sigma, 1)
+    (o,) = normalize_order(order, 1)
+    truncate = check_not_negative("truncate", truncate)
+    r = _check_radius(radius, 1)
+    dtype, target = output_target(output, x.dtype)
+    kwargs = _with_output({"sigma": s, "axis": axis, "order": o, "truncate": truncate}, output, dtype)
+    if r is not None:
+        kwargs["radius"] = r[0]
+    halo = _only_on(axis, r[0] if r is not None else int(truncate * s + 0.5), x.ndim)
+    step = ndimage_step("gaussian_filter1d", "gaussian_filter1d", halo, (m,) * x.ndim, cval, **kwargs)
+    return _result(x, "gaussian_filter1d", (step,), dtype, target, fuse=fuse, budget=budget)
+
+
+def _derivative_modes(name, mode, n):
+    """gaussian_laplace / gaussian_gradient_magnitude run a whole gaussian_filter per axis with that
+    axis' mode on every axis: per-axis modes are exact tiled unless they mix wrap with other modes."""
+    modes = normalize_modes(mode, n)
+    wrapping = {m in ("wrap", "grid-wrap") for m in modes}
+    if len(wrapping) > 1:
+        raise ValueError(f"{name} with mode={mode!r}: per-axis modes that mix wrap with other modes are not "
+                         f"supported tiled (SciPy applies each axis' mode to every axis); give one mode")
+    return modes
+
+
+def _gaussian_derivatives(name, image, sigma, output, mode, cval, axes, truncate, radius, fuse, budget):
+    x = check_image(as_dask(image))
+    on = normalize_axes(axes, x.ndim)
+    modes = _derivative_modes(name, mode, len(on))
+    sig = normalize_sigma(sigma, len(on))
+    truncate = check_not_negative("truncate", truncate)
+    r = _check_radius(radius, len(on))
+    dtype, target = output_target(output, x.dtype)
+    halo = on_axes(gaussian_radius(sig, truncate, r), on, x.ndim, 0)
+    kwargs = _with_output({"sigma": sigma, "truncate": truncate}, output, dtype)
     if radius is not None:
-        radius = tuple(int(r) for r in _per_axis("radius", radius, x.ndim))
-        if any(r < 0 for r in radius):
-            raise ValueError(f"radius={radius!r}: each value must be a whole number >= 0")
-    steps = gaussian_steps(sigma, order, modes, cval, truncate, radius) or (_copy_step(x.ndim, modes, cval),)
-    return apply_operation(x, Operation("gaussian", steps, x.dtype), fuse=fuse, budget=budget)
+        kwargs["radius"] = radius
+    if axes is not None:
+        kwargs["axes"] = on
+    step = ndimage_step(name, name, halo, on_axes(modes, on, x.ndim, modes[0]), cval, mode_arg=_mode_arg(modes),
+                        **kwargs)
+    return _result(x, name, (step,), dtype, target, fuse=fuse, budget=budget)
 
 
-def uniform(image, size=3, mode="reflect", cval=0.0, *, budget=None):
-    """``scipy.ndimage.uniform_filter`` tile by tile.
+def gaussian_laplace(image, sigma, output=None, mode="reflect", cval=0.0, *, axes=None, truncate=4.0, radius=None,
+                     fuse=True, budget=None):
+    """``scipy.ndimage.gaussian_laplace``: the sum over axes of second Gaussian derivatives (halo: the
+    Gaussian's radius per axis; ``truncate``/``radius`` go to each gaussian_filter, as SciPy's kwargs)."""
+    return _gaussian_derivatives("gaussian_laplace", image, sigma, output, mode, cval, axes, truncate, radius, fuse,
+                                 budget)
+
+
+def gaussian_gradient_magnitude(image, sigma, output=None, mode="reflect", cval=0.0, *, axes=None, truncate=4.0,
+                                radius=None, fuse=True, budget=None):
+    """``scipy.ndimage.gaussian_gradient_magnitude``: the gradient's length from first Gaussian
+    derivatives (halo: the Gaussian's radius per axis)."""
+    return _gaussian_derivatives("gaussian_gradient_magnitude", image, sigma, output, mode, cval, axes, truncate,
+                                 radius, fuse, budget)
+
+
+# ---- uniform (running sums: whole lines) -------------------------------------------------------
+
+
+def _uniform_pass(axis, size, mode, cval, origin, ndim, kwargs):
+    step = ndimage_step(f"uniform_filter1d[{axis}]", "uniform_filter1d", (0,) * ndim, (mode,) * ndim, cval,
+                        size=size, axis=axis, origin=origin, **kwargs)
+    return step
+
+
+def uniform(image, size=3, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None, budget=None):
+    """``scipy.ndimage.uniform_filter`` tile by tile (sizes 0 and 1 leave an axis as it is, as in SciPy).
 
     SciPy computes each line with a running sum from the line's start, so a value depends (in its
     last bits) on everything before it on the line. To equal it bit for bit, each axis is one pass
     whose tiles hold whole lines along that axis. Passes are chained lazily; for images far larger
     than memory, save between axes if a single pass's whole lines exceed the budget.
     """
-    x, modes = _prepare(image, mode)
-    size = normalize_size(_spatial(x, size, 1, name="size"), x.ndim)
+    x = check_image(as_dask(image))
+    on = normalize_axes(axes, x.ndim)
+    modes = normalize_modes(mode, len(on))
+    size = normalize_size(size if axes is not None else _spatial(x, size, 1, name="size"), len(on), minimum=0)
+    origin = normalize_origin(origin, size)
+    dtype, target = output_target(output, x.dtype)
     out = x
-    for axis, (n, m) in enumerate(zip(size, modes)):
+    for axis, n, m, o in zip(on, size, modes, origin):
         if n > 1:
-            step = ndimage_step("uniform_filter1d", "uniform_filter1d", (0,) * x.ndim, (m,) * x.ndim, cval,
-                                size=n, axis=axis)
-            op = Operation(f"uniform{axis}", (step,), x.dtype, whole_axes=(axis,))
-            out = apply_operation(out, op, fuse=False, budget=budget)
-    if out is x:  # scipy copies the input when no axis has size > 1
-        out = map_tiles(np.copy, x, budget=budget)
-    return out
+            kwargs = _with_output({}, output, dtype) if out is x else {}
+            step = _uniform_pass(axis, n, m, cval, o, x.ndim, kwargs)
+            out = apply_operation(out, Operation(f"uniform{axis}", (step,), dtype, whole_axes=(axis,)), fuse=False,
+                                  budget=budget)
+    if out is x:  # scipy copies the input (into the output's dtype) when no axis has size > 1
+        out = apply_operation(x, Operation("uniform", (_copy_step(x.ndim, ("reflect",) * x.ndim, cval, dtype),),
+                                           dtype), fuse=False, budget=budget)
+    return deliver(out, target)
 
 
-def _rank(name, function, image, size, footprint, mode, cval, fuse, budget, per_axis_modes):
-    x, modes = _prepare(image, mode)
-    if not per_axis_modes:
+def uniform_filter1d(image, size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0, *, budget=None):
+    """``scipy.ndimage.uniform_filter1d``: one pass whose tiles hold whole lines along ``axis`` (SciPy's
+    running sum makes each value depend on the line before it, in its last bits)."""
+    x = check_image(as_dask(image))
+    axis = _axis(axis, x.ndim)
+    (m,) = normalize_modes(mode, 1)
+    (n,) = normalize_size(size, 1)
+    (o,) = normalize_origin(origin, (n,))
+    dtype, target = output_target(output, x.dtype)
+    step = _uniform_pass(axis, n, m, cval, o, x.ndim, _with_output({}, output, dtype))
+    out = apply_operation(x, Operation("uniform_filter1d", (step,), dtype, whole_axes=(axis,)), fuse=False,
+                          budget=budget)
+    return deliver(out, target)
+
+
+# ---- neighbourhoods: rank filters, correlation, generic ------------------------------------------
+
+
+def _neighbourhood(x, size, footprint, origin, axes, *, structure=None, size_minimum=1):
+    """SciPy's size/footprint/structure rule over ``axes``: ``(kwargs, halo, separable)``.
+
+    A footprint wins over a size; a structure without a footprint takes a footprint of its shape
+    (the size is then ignored, as SciPy ignores it); a footprint of all ones is the size of its
+    shape (SciPy's separable path, where per-axis modes are allowed). Arrays given for ``axes`` grow
+    length-1 axes elsewhere as SciPy's do, and origins are spread over the axes in the order given."""
+    ndim = x.ndim
+    on = normalize_axes(axes, ndim)
+    if structure is not None:
+        structure = expand_array(check_structure(structure, len(on)), on, ndim, "structure")
+    if footprint is not None:
+        footprint = expand_array(check_footprint(footprint, len(on)), on, ndim)
+        shape = footprint.shape
+        if structure is not None and structure.shape != shape:
+            raise ParameterRuntimeError(f"structure has shape {structure.shape}; the footprint has {shape}")
+    elif structure is not None:
+        shape = structure.shape
+    elif size is not None:
+        shape = on_axes(normalize_size(_spatial(x, size, 1, name="size") if axes is None else size, len(on),
+                                       minimum=size_minimum), on, ndim, 1)
+    else:
+        raise ParameterRuntimeError(
+            "give size= (an int or one per axis) or footprint= (a boolean array); neither was given")
+    origin = normalize_origin(on_axes(_per_axis("origin", origin, len(on)), on, ndim, 0), shape)
+    if footprint is not None:
+        kwargs = {"footprint": footprint}
+    elif structure is None:
+        kwargs = {"size": shape}
+    else:
+        kwargs = {}
+    if structure is not None:
+        kwargs["structure"] = structure
+    if any(origin):
+        kwargs["origin"] = origin
+    separable = structure is None and (footprint is None or bool(footprint.all()))
+    return kwargs, reach(shape, origin=origin), separable
+
+
+def _full_modes(name, mode, axes, ndim, separable):
+    """Modes over all axes (SciPy's per-axis modes only where a filter is separable)."""
+    on = normalize_axes(axes, ndim)
+    modes = normalize_modes(mode, len(on))
+    if not separable:
         _single_mode(name, modes)
-    size, footprint = size_or_footprint(None if size is None else _spatial(x, size, 1, name="size"), footprint, x.ndim)
-    kwargs = {"footprint": footprint} if footprint is not None else {"size": size}
-    halo = reach(size=size, footprint=footprint)
-    step = ndimage_step(name, function, halo, modes, cval, **kwargs)
-    return apply_operation(x, Operation(name, (step,), x.dtype), fuse=fuse, budget=budget)
+        return (modes[0],) * ndim
+    return on_axes(modes, on, ndim, "constant") if len(on) < ndim else modes
 
 
-def median(image, size=None, footprint=None, mode="reflect", cval=0.0, *, fuse=True, budget=None):
-    """``scipy.ndimage.median_filter`` tile by tile (halo: half the size or footprint)."""
-    return _rank("median", "median_filter", image, size, footprint, mode, cval, fuse, budget, False)
+def _mode_arg(modes):
+    return modes[0] if len(set(modes)) == 1 else list(modes)
 
 
-def minimum(image, size=None, footprint=None, mode="reflect", cval=0.0, *, fuse=True, budget=None):
-    """``scipy.ndimage.minimum_filter`` tile by tile (halo: half the size or footprint)."""
-    return _rank("minimum", "minimum_filter", image, size, footprint, mode, cval, fuse, budget, True)
+def _neighbourhood_filter(name, function, image, size, footprint, output, mode, cval, origin, axes, fuse, budget,
+                          /, *, structure=None, per_axis_modes=True, size_minimum=1, **extra):
+    """One step calling ``backend.ndimage.<function>`` with a size/footprint neighbourhood."""
+    x = check_image(as_dask(image))
+    kwargs, halo, separable = _neighbourhood(x, size, footprint, origin, axes, structure=structure,
+                                             size_minimum=size_minimum)
+    modes = _full_modes(name, mode, axes, x.ndim, separable and per_axis_modes)
+    dtype, target = output_target(output, x.dtype)
+    step = ndimage_step(name, function, halo, modes, cval, **_with_output(dict(kwargs, **extra), output, dtype))
+    return _result(x, name, (step,), dtype, target, fuse=fuse, budget=budget)
 
 
-def maximum(image, size=None, footprint=None, mode="reflect", cval=0.0, *, fuse=True, budget=None):
-    """``scipy.ndimage.maximum_filter`` tile by tile (halo: half the size or footprint)."""
-    return _rank("maximum", "maximum_filter", image, size, footprint, mode, cval, fuse, budget, True)
+def median(image, size=None, footprint=None, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None, fuse=True,
+           budget=None):
+    """``scipy.ndimage.median_filter`` tile by tile (halo: half the size or footprint, plus the origin shift)."""
+    return _neighbourhood_filter("median", "median_filter", image, size, footprint, output, mode, cval, origin, axes,
+                                 fuse, budget, per_axis_modes=False)
+
+
+def minimum(image, size=None, footprint=None, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None, fuse=True,
+            budget=None):
+    """``scipy.ndimage.minimum_filter`` tile by tile (halo: half the size or footprint, plus the origin shift)."""
+    return _neighbourhood_filter("minimum", "minimum_filter", image, size, footprint, output, mode, cval, origin, axes,
+                                 fuse, budget, size_minimum=0)
+
+
+def maximum(image, size=None, footprint=None, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None, fuse=True,
+            budget=None):
+    """``scipy.ndimage.maximum_filter`` tile by tile (halo: half the size or footprint, plus the origin shift)."""
+    return _neighbourhood_filter("maximum", "maximum_filter", image, size, footprint, output, mode, cval, origin, axes,
+                                 fuse, budget, size_minimum=0)
+
+
+def _filter_size(x, size, footprint, axes):
+    """How many voxels a size/footprint neighbourhood holds (for rank and percentile checks)."""
+    on = normalize_axes(axes, x.ndim)
+    if footprint is not None:
+        return int(np.count_nonzero(check_footprint(footprint, len(on))))
+    if size is None:
+        raise ParameterRuntimeError(
+            "give size= (an int or one per axis) or footprint= (a boolean array); neither was given")
+    return math.prod(normalize_size(size if axes is not None else _spatial(x, size, 1, name="size"), len(on)))
+
+
+def rank_filter(image, rank, size=None, footprint=None, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None,
+                fuse=True, budget=None):
+    """``scipy.ndimage.rank_filter`` tile by tile: the ``rank``-th smallest value of each neighbourhood
+    (negative ranks count from the largest)."""
+    x = check_image(as_dask(image))
+    n = _filter_size(x, size, footprint, axes)
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
+        raise ParameterTypeError(f"rank={rank!r} must be a whole number")
+    if not -n <= rank < n:
+        raise ParameterRuntimeError(f"rank={rank!r} is not within the footprint's {n} voxels ({-n} to {n - 1})")
+    return _neighbourhood_filter("rank_filter", "rank_filter", x, size, footprint, output, mode, cval, origin, axes,
+                                 fuse, budget, per_axis_modes=False, rank=int(rank))
+
+
+def percentile_filter(image, percentile, size=None, footprint=None, output=None, mode="reflect", cval=0.0, origin=0, *,
+                      axes=None, fuse=True, budget=None):
+    """``scipy.ndimage.percentile_filter`` tile by tile (negative percentiles count from 100)."""
+    x = check_image(as_dask(image))
+    _filter_size(x, size, footprint, axes)
+    if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not -100 <= percentile <= 100:
+        raise ParameterRuntimeError(f"percentile={percentile!r} must be a number from -100 to 100")
+    return _neighbourhood_filter("percentile_filter", "percentile_filter", x, size, footprint, output, mode, cval,
+                                 origin, axes, fuse, budget, per_axis_modes=False, percentile=percentile)
+
+
+def _weights(weights, n, name="weights"):
+    w = np.asarray(weights)
+    if np.issubdtype(w.dtype, np.complexfloating):
+        raise ValueError(f"{name} are complex; give real weights (complex images are not supported)")
+    if w.ndim != n:
+        raise ParameterRuntimeError(f"{name} has {w.ndim} axes; {n} are needed (one per filtered axis)")
+    if w.size == 0:
+        raise ParameterRuntimeError(f"{name} is empty; give at least one weight per axis")
+    return w
+
+
+def _correlation(name, image, weights, output, mode, cval, origin, axes, fuse, budget):
+    x = check_image(as_dask(image))
+    on = normalize_axes(axes, x.ndim)
+    w = expand_array(_weights(weights, len(on)), on, x.ndim, "weights")
+    origins = normalize_origin(on_axes(_per_axis("origin", origin, len(on)), on, x.ndim, 0), w.shape)
+    modes = (_single_mode(name, normalize_modes(mode, len(on)))[0],) * x.ndim
+    dtype, target = output_target(output, x.dtype)
+    kwargs = _with_output({"weights": w, "origin": origins}, output, dtype)
+    step = ndimage_step(name, name, reach(w.shape, origin=origins), modes, cval, **kwargs)
+    return _result(x, name, (step,), dtype, target, fuse=fuse, budget=budget)
+
+
+def correlate(image, weights, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None, fuse=True, budget=None):
+    """``scipy.ndimage.correlate`` tile by tile (halo: the weights' extent on each side, origin included)."""
+    return _correlation("correlate", image, weights, output, mode, cval, origin, axes, fuse, budget)
+
+
+def convolve(image, weights, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None, fuse=True, budget=None):
+    """``scipy.ndimage.convolve`` tile by tile (halo: the mirrored weights' extent, origin included)."""
+    return _correlation("convolve", image, weights, output, mode, cval, origin, axes, fuse, budget)
+
+
+def _filter1d(name, image, axis, n, output, mode, cval, origin, fuse, budget, **kwargs):
+    """One step of a 1-D filter of ``n`` taps along ``axis`` (halo: its reach there)."""
+    x = check_image(as_dask(image))
+    axis = _axis(axis, x.ndim)
+    (m,) = normalize_modes(mode, 1)
+    (o,) = normalize_origin(origin, (n,))
+    dtype, target = output_target(output, x.dtype)
+    step = ndimage_step(name, name, _only_on(axis, reach_1d(n, o), x.ndim), (m,) * x.ndim, cval,
+                        **_with_output(dict(kwargs, axis=axis, origin=o), output, dtype))
+    return _result(x, name, (step,), dtype, target, fuse=fuse, budget=budget)
+
+
+def correlate1d(image, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0, *, fuse=True, budget=None):
+    """``scipy.ndimage.correlate1d`` tile by tile (halo along ``axis``: the weights' reach, origin included)."""
+    w = _weights(weights, 1)
+    return _filter1d("correlate1d", image, axis, len(w), output, mode, cval, origin, fuse, budget, weights=w)
+
+
+def convolve1d(image, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0, *, fuse=True, budget=None):
+    """``scipy.ndimage.convolve1d`` tile by tile (halo along ``axis``: the weights' reach, origin included)."""
+    w = _weights(weights, 1)
+    return _filter1d("convolve1d", image, axis, len(w), output, mode, cval, origin, fuse, budget, weights=w)
+
+
+def minimum_filter1d(image, size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0, *, fuse=True,
+                     budget=None):
+    """``scipy.ndimage.minimum_filter1d`` tile by tile (halo along ``axis``: half the size, plus the origin)."""
+    (n,) = normalize_size(size, 1)
+    return _filter1d("minimum_filter1d", image, axis, n, output, mode, cval, origin, fuse, budget, size=n)
+
+
+def maximum_filter1d(image, size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0, *, fuse=True,
+                     budget=None):
+    """``scipy.ndimage.maximum_filter1d`` tile by tile (halo along ``axis``: half the size, plus the origin)."""
+    (n,) = normalize_size(size, 1)
+    return _filter1d("maximum_filter1d", image, axis, n, output, mode, cval, origin, fuse, budget, size=n)
+
+
+def _check_function(function):
+    if not callable(function):
+        raise ParameterTypeError(f"function={function!r} is not callable; give a Python function "
+                                 f"(on CuPy: a cupy.ReductionKernel or RawKernel, as cupyx requires)")
+    return function
+
+
+def generic_filter(image, function, size=None, footprint=None, output=None, mode="reflect", cval=0.0, origin=0,
+                   extra_arguments=(), extra_keywords=None, *, axes=None, fuse=True, budget=None):
+    """``scipy.ndimage.generic_filter`` tile by tile: ``function`` gets each neighbourhood's values
+    (halo: half the size or footprint, plus the origin shift)."""
+    return _neighbourhood_filter("generic_filter", "generic_filter", image, size, footprint, output, mode, cval, origin,
+                                 axes, fuse, budget, per_axis_modes=False, function=_check_function(function),
+                                 extra_arguments=tuple(extra_arguments), extra_keywords=dict(extra_keywords or {}))
+
+
+def generic_filter1d(image, function, filter_size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0,
+                     extra_arguments=(), extra_keywords=None, *, budget=None):
+    """``scipy.ndimage.generic_filter1d``: ``function(input_line, output_line)`` on every line along
+    ``axis``. Tiles hold whole lines along ``axis`` (the function sees the line as SciPy gives it,
+    whatever it computes from it), so the result is SciPy's for any function."""
+    x = check_image(as_dask(image))
+    axis = _axis(axis, x.ndim)
+    (m,) = normalize_modes(mode, 1)
+    (n,) = normalize_size(filter_size, 1, name="filter_size")
+    (o,) = normalize_origin(origin, (n,))
+    dtype, target = output_target(output, x.dtype)
+    kwargs = _with_output({"function": _check_function(function), "filter_size": n, "axis": axis, "origin": o,
+                           "extra_arguments": tuple(extra_arguments), "extra_keywords": dict(extra_keywords or {})},
+                          output, dtype)
+    step = ndimage_step("generic_filter1d", "generic_filter1d", (0,) * x.ndim, (m,) * x.ndim, cval, **kwargs)
+    out = apply_operation(x, Operation("generic_filter1d", (step,), dtype, whole_axes=(axis,)), fuse=False,
+                          budget=budget)
+    return deliver(out, target)
+
+
+# ---- derivatives -----------------------------------------------------------------------------
+
+
+def _edge(name, image, axis, output, mode, cval, fuse, budget):
+    x = check_image(as_dask(image))
+    axis = _axis(axis, x.ndim)
+    modes = normalize_modes(mode, x.ndim)
+    dtype, target = output_target(output, x.dtype)
+    step = ndimage_step(name, name, (1,) * x.ndim, modes, cval, **_with_output({"axis": axis}, output, dtype))
+    return _result(x, name, (step,), dtype, target, fuse=fuse, budget=budget)
+
+
+def sobel(image, axis=-1, output=None, mode="reflect", cval=0.0, *, fuse=True, budget=None):
+    """``scipy.ndimage.sobel``: the derivative along ``axis`` smoothed along the others (halo 1)."""
+    return _edge("sobel", image, axis, output, mode, cval, fuse, budget)
+
+
+def prewitt(image, axis=-1, output=None, mode="reflect", cval=0.0, *, fuse=True, budget=None):
+    """``scipy.ndimage.prewitt``: the derivative along ``axis`` averaged along the others (halo 1)."""
+    return _edge("prewitt", image, axis, output, mode, cval, fuse, budget)
+
+
+def laplace(image, output=None, mode="reflect", cval=0.0, *, axes=None, fuse=True, budget=None):
+    """``scipy.ndimage.laplace``: the sum of second differences along ``axes`` (halo 1 on them)."""
+    x = check_image(as_dask(image))
+    on = normalize_axes(axes, x.ndim)
+    modes = normalize_modes(mode, len(on))
+    dtype, target = output_target(output, x.dtype)
+    kwargs = _with_output({"axes": on} if axes is not None else {}, output, dtype)
+    step = ndimage_step("laplace", "laplace", on_axes((1,) * len(on), on, x.ndim, 0),
+                        on_axes(modes, on, x.ndim, "constant"), cval, mode_arg=_mode_arg(modes), **kwargs)
+    return _result(x, "laplace", (step,), dtype, target, fuse=fuse, budget=budget)
+
+
+# ---- grey morphology --------------------------------------------------------------------------
+
+
+def _grey_steps(x, names, size, footprint, structure, output, mode, cval, origin, axes):
+    """Steps calling ``backend.ndimage.<name>`` one after another on the same neighbourhood; the last
+    writes ``output``'s dtype, as SciPy's opening/closing/top-hats do."""
+    if size is None and footprint is None and structure is None:
+        raise ParameterRuntimeError("give size=, footprint= or structure=; none was given")
+    kwargs, halo, separable = _neighbourhood(x, size, footprint, origin, axes, structure=structure, size_minimum=0)
+    modes = _full_modes(names[-1], mode, axes, x.ndim, separable)
+    dtype, target = output_target(output, x.dtype)
+    steps = []
+    for k, name in enumerate(names):
+        call = _with_output(kwargs, output, dtype) if k == len(names) - 1 else kwargs
+        steps.append(ndimage_step(name, name, halo, modes, cval, **call))
+    return tuple(steps), dtype, target
+
+
+def _grey(name, names, image, size, footprint, structure, output, mode, cval, origin, axes, fuse, budget,
+          combine=None):
+    x = check_image(as_dask(image))
+    steps, dtype, target = _grey_steps(x, names, size, footprint, structure, output, mode, cval, origin, axes)
+    return _result(x, name, steps, dtype, target, fuse=fuse, budget=budget, combine=combine)
+
+
+def grey_erosion(image, size=None, footprint=None, structure=None, output=None, mode="reflect", cval=0.0, origin=0, *,
+                 axes=None, fuse=True, budget=None):
+    """``scipy.ndimage.grey_erosion`` tile by tile (halo: the neighbourhood's reach, origin included)."""
+    return _grey("grey_erosion", ("grey_erosion",), image, size, footprint, structure, output, mode, cval, origin,
+                 axes, fuse, budget)
+
+
+def grey_dilation(image, size=None, footprint=None, structure=None, output=None, mode="reflect", cval=0.0, origin=0, *,
+                  axes=None, fuse=True, budget=None):
+    """``scipy.ndimage.grey_dilation`` tile by tile (halo: the mirrored neighbourhood's reach)."""
+    return _grey("grey_dilation", ("grey_dilation",), image, size, footprint, structure, output, mode, cval, origin,
+                 axes, fuse, budget)
+
+
+_OPENING, _CLOSING = ("grey_erosion", "grey_dilation"), ("grey_dilation", "grey_erosion")
+
+
+def grey_opening(image, size=None, footprint=None, structure=None, output=None, mode="reflect", cval=0.0, origin=0, *,
+                 axes=None, fuse=True, budget=None):
+    """``scipy.ndimage.grey_opening``: erosion then dilation in one tiled pass (halo: twice the reach)."""
+    return _grey("grey_opening", _OPENING, image, size, footprint, structure, output, mode, cval, origin, axes, fuse,
+                 budget)
+
+
+def grey_closing(image, size=None, footprint=None, structure=None, output=None, mode="reflect", cval=0.0, origin=0, *,
+                 axes=None, fuse=True, budget=None):
+    """``scipy.ndimage.grey_closing``: dilation then erosion in one tiled pass (halo: twice the reach)."""
+    return _grey("grey_closing", _CLOSING, image, size, footprint, structure, output, mode, cval, origin, axes, fuse,
+                 budget)
 
 
 def _subtract(first, backend, op_input, result):
-    """Top-hat combine: ``input - opening`` (white) or ``closing - input`` (black), as SciPy does."""
+    """Top-hat combine as SciPy's: ``input - opening`` (white) or ``closing - input`` (black), written
+    into the opening/closing (so in ``output``'s dtype, with NumPy's casting rules)."""
     a, b = (op_input, result) if first == "input" else (result, op_input)
-    if a.dtype == np.bool_ and b.dtype == np.bool_:
-        return backend.xp.bitwise_xor(a, b)
-    return backend.xp.subtract(a, b)
+    if op_input.dtype == np.bool_ and result.dtype == np.bool_:
+        return backend.xp.bitwise_xor(a, b, out=result)
+    return backend.xp.subtract(a, b, out=result)
 
 
-def _tophat(name, inner, outer, first, image, size, footprint, structure, mode, cval, fuse, budget):
-    x, modes = _prepare(image, mode)
-    _single_mode(name, modes)
-    if structure is not None:
-        structure = check_structure(structure, x.ndim)
-        if footprint is None and size is None:
-            footprint = np.ones(structure.shape, dtype=bool)
-    size, footprint = size_or_footprint(None if size is None else _spatial(x, size, 1, name="size"), footprint, x.ndim)
-    kwargs = {"footprint": footprint} if footprint is not None else {"size": size}
-    if structure is not None:
-        kwargs["structure"] = structure
-    halo = reach(size=size, footprint=footprint, structure=structure)
-    steps = (
-        ndimage_step(inner, inner, halo, modes, cval, **kwargs),
-        ndimage_step(outer, outer, halo, modes, cval, **kwargs),
-    )
-    op = Operation(name, steps, x.dtype, combine=partial(_subtract, first))
-    return apply_operation(x, op, fuse=fuse, budget=budget)
-
-
-def white_tophat(image, size=None, footprint=None, structure=None, mode="reflect", cval=0.0, *, fuse=True,
-                 budget=None):
+def white_tophat(image, size=None, footprint=None, structure=None, output=None, mode="reflect", cval=0.0, origin=0, *,
+                 axes=None, fuse=True, budget=None):
     """``scipy.ndimage.white_tophat``: the image minus its grey opening (halo: twice the reach)."""
-    return _tophat("white_tophat", "grey_erosion", "grey_dilation", "input", image, size, footprint, structure,
-                   mode, cval, fuse, budget)
+    return _grey("white_tophat", _OPENING, image, size, footprint, structure, output, mode, cval, origin, axes, fuse,
+                 budget, combine=partial(_subtract, "input"))
 
 
-def black_tophat(image, size=None, footprint=None, structure=None, mode="reflect", cval=0.0, *, fuse=True,
-                 budget=None):
+def black_tophat(image, size=None, footprint=None, structure=None, output=None, mode="reflect", cval=0.0, origin=0, *,
+                 axes=None, fuse=True, budget=None):
     """``scipy.ndimage.black_tophat``: the grey closing minus the image (halo: twice the reach)."""
-    return _tophat("black_tophat", "grey_dilation", "grey_erosion", "result", image, size, footprint, structure,
-                   mode, cval, fuse, budget)
+    return _grey("black_tophat", _CLOSING, image, size, footprint, structure, output, mode, cval, origin, axes, fuse,
+                 budget, combine=partial(_subtract, "result"))
 
 
 def ball_footprint(radius: int, ndim: int) -> np.ndarray:
@@ -352,3 +794,34 @@ def threshold(image, value_or_method="otsu"):
     return map_tiles(_greater, x, dtype=bool, value=value)
 
 
+#: threshold_local's methods: the neighbourhood statistic each computes (scikit-image's choices)
+LOCAL_METHODS = ("gaussian", "mean", "median", "generic")
+
+
+def threshold_local(image, block_size=3, method="gaussian", offset=0, mode="reflect", param=None, cval=0, *,
+                    budget=None):
+    """``skimage.filters.threshold_local``: a threshold image, each voxel's neighbourhood statistic minus
+    ``offset``, in scikit-image's float type (halo: the neighbourhood's; ``"mean"`` runs as uniform,
+    on whole lines per axis). ``method``: ``"gaussian"`` (sigma ``(block_size - 1) / 6`` or ``param``),
+    ``"mean"``, ``"median"`` or ``"generic"`` (``param`` a function of the neighbourhood's values)."""
+    x = check_image(as_dask(image))
+    if np.ndim(block_size) == 0:
+        block_size = (block_size,) * x.ndim
+    elif len(block_size) != x.ndim:
+        raise ValueError(f"block_size={block_size!r} gives {len(block_size)} values; the image has {x.ndim} axes")
+    block_size = normalize_size(tuple(block_size), x.ndim, name="block_size")
+    if any(b % 2 == 0 for b in block_size):
+        raise ValueError(f"block_size={block_size!r} must be odd on every axis (as scikit-image requires)")
+    if method not in LOCAL_METHODS:
+        raise ValueError(f"method={method!r} is not a method; use one of {', '.join(map(repr, LOCAL_METHODS))}")
+    image_f = x.astype(_float_dtype(x.dtype))
+    if method == "generic":
+        local = generic_filter(image_f, param, block_size, mode=mode, cval=cval, budget=budget)
+    elif method == "gaussian":
+        sigma = tuple((b - 1) / 6.0 for b in block_size) if param is None else param
+        local = gaussian(image_f, sigma, mode=mode, cval=cval, budget=budget)
+    elif method == "mean":
+        local = uniform(image_f, block_size, mode=mode, cval=cval, budget=budget)
+    else:
+        local = median(image_f, block_size, mode=mode, cval=cval, budget=budget)
+    return local - offset

@@ -220,9 +220,9 @@ def test_wrap_after_another_mode_is_not_fused_and_still_exact():
         (lambda x: F.gaussian(x, -1), "sigma"),
         (lambda x: F.gaussian(x, (1, 2, 3)), "sigma=.*3 values.*2 axes"),
         (lambda x: F.gaussian(x, 1, mode="periodic"), "'periodic' is not a boundary mode"),
-        (lambda x: F.gaussian(x, 1, truncate=0), "truncate"),
+        (lambda x: F.gaussian(x, 1, truncate=-1), "truncate"),  # 0 is radius 0, as in SciPy
         (lambda x: F.gaussian(x, 1, order=-1), "order"),
-        (lambda x: F.uniform(x, 0), "size"),
+        (lambda x: F.uniform(x, -1), "size"),  # 0 leaves the image as it is, as in SciPy
         (lambda x: F.median(x), "size= .* or footprint="),
         (lambda x: F.median(x, (3, 3, 3)), "size"),
         (lambda x: F.median(x, 3, mode=["wrap", "reflect"]), "one boundary mode"),
