@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dask.array as da
@@ -22,12 +23,18 @@ from ._claim import OutputInUseError, claim_output
 from ._execute import run_bounded, tiles_in_flight_for_chunks
 from ._provenance import StoredArray, files_of_zarr, stamps_of, unverifiable_in
 from ._ome import (
+    ImageMetadata,
     attach_metadata,
+    check_ome_shape,
+    image_level_transforms,
+    level_transforms,
+    merge_user_attrs,
     metadata_of,
     multiscales_attrs,
     multiscales_of,
     next_level,
     ngff_order,
+    omero_for,
     permuted,
     pyramid_factors,
     read_multiscale,
@@ -222,7 +229,7 @@ def save(
     *,
     resume: bool = False,
     format: str = "zarr",  # noqa: A002 - the natural name for the output format
-    zarr_format: int = 3,
+    zarr_format: int | None = None,
     pyramid_levels: int | None = None,
     kind: str = "image",
     axes: str | None = None,
@@ -242,16 +249,25 @@ def save(
     most ``tiles_in_flight`` tiles are computed at once (default: the plan of a :func:`map_tiles`
     result, else as many as ``budget`` holds).
 
-    ``format="ome-zarr"`` writes an OME-Zarr (NGFF 0.5 on zarr v3, 0.4 with ``zarr_format=2``)
-    multiscale image: level 0 tile by tile, then ``pyramid_levels`` levels in all (default: halving
-    the space axes until the largest is under 256), each computed from the stored level before
-    within the budget: the mean for ``kind="image"``, every second voxel for ``kind="labels"`` (no
-    label is invented). Axes and pixel sizes come from the array's metadata (an OME-Zarr, OME-TIFF or
-    ImageJ TIFF input carries them through every operation), overridden by ``axes`` (e.g. ``"zyx"``),
-    ``scale`` (pixel sizes) and ``units``. OME-Zarr orders axes time, channel, space: an image with
+    ``zarr_format``: 3 (the default) or 2. ``format="ome-zarr"`` writes an OME-Zarr multiscale image
+    (NGFF 0.5 on zarr v3, 0.4 on zarr v2; 2 to 5 axes): level 0 tile by tile, then ``pyramid_levels``
+    levels in all (default: halving the space axes until the largest is under 256; an axis stops at
+    one voxel), each computed from the stored level before within the budget: the mean for
+    ``kind="image"``, every second voxel for ``kind="labels"`` (integers only; no label is
+    invented). Axes and pixel sizes come from the array's metadata (an OME-Zarr, OME-TIFF or ImageJ
+    TIFF input carries them, and an OME-Zarr's ``omero`` channel names and colours, through every
+    operation and every selection such as ``x[1]``), overridden by ``axes`` (e.g. ``"zyx"``),
+    ``scale`` (pixel sizes) and ``units`` (a length unit for the space axes, or ``{axis: unit}``,
+    e.g. ``{"t": "second", "z": "um"}``). OME-Zarr orders axes time, channel, space: an image with
     its axes in another order (an ImageJ ``tzcyx`` stack, an RGB ``yxc`` image) is written transposed
-    into that order, its axes named, so viewers read it the right way round. Saving labels to ``<image>.ome.zarr/labels/<name>`` registers them in the
-    image's ``labels`` group so viewers overlay them.
+    into that order, its axes named, so viewers read it the right way round. ``attrs`` are written
+    with the image; ``omero`` and ``image-label`` (label ``colors`` and ``properties``) go where the
+    NGFF version keeps them (inside ``ome`` for 0.5).
+
+    Saving labels to ``<image>.ome.zarr/labels/<name>`` writes them in the image's NGFF version and
+    zarr format, with the image's levels at the image's pixel sizes (the image's axes and pixel
+    sizes are used when the labels carry none), and lists them in the image's ``labels`` group
+    beside the label images already there; an image with consolidated metadata is consolidated again.
 
     When a save fails: a write that fails (disk full, permissions) raises :class:`SaveError` and
     keeps the finished tiles; with ``resume=True`` any failure keeps them; otherwise the partial
@@ -272,22 +288,42 @@ def save(
     target = Path(path)
     if target.exists() and not overwrite:
         raise FileExistsError(f"'{target}' exists; pass overwrite=True to replace it")
-    if zarr_format not in (2, 3):
+    if zarr_format not in (None, 2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
     if format not in FORMATS:
         raise ValueError(f"format={format!r} is not one of {', '.join(map(repr, FORMATS))}")
     if kind not in ("image", "labels"):
         raise ValueError(f"kind={kind!r} must be 'image' or 'labels'")
     source = as_dask(array)
+    if kind == "labels" and not np.issubdtype(source.dtype, np.integer):
+        raise ValueError(f"kind='labels' needs integer label values (NGFF label images are integers); this array is "
+                         f"{source.dtype}: convert it (e.g. x.astype(np.uint32), rounding first) or save it as "
+                         f"kind='image'")
     plan = plan_of(source)
     info = info_of(source)
     job_name, recorded_inputs = info.job if info is not None and info.job else (source.name, {})
+    ome = None
     if format == "ome-zarr":
-        meta = with_metadata(metadata_of(array) or metadata_of(source), source.ndim, axes, scale, units)
+        parent = _parent_image(target) if kind == "labels" else None
+        zarr_format = _labels_zarr_format(target, parent, zarr_format) if kind == "labels" else zarr_format or 3
+        merge_user_attrs({"ome": {}} if zarr_format == 3 else {}, attrs, kind, "0.5" if zarr_format == 3 else "0.4")
+        carried = metadata_of(array) or metadata_of(source)
+        if carried is None and parent is not None:
+            carried = parent.label_metadata(source.ndim, axes)
+        meta = with_metadata(carried, source.ndim, axes, scale, units)
         order = ngff_order(meta)
         if order is not None:  # e.g. an ImageJ TZCYX stack: OME-Zarr wants TCZYX
             source, meta = source.transpose(order), permuted(meta, order)
             job_name = f"{job_name}-transposed-{'-'.join(map(str, order))}"
+        check_ome_shape(meta, source.shape)
+        if parent is not None:
+            meta, transforms, factors = parent.label_levels(meta, source.shape, pyramid_levels)
+        else:
+            factors = pyramid_factors(source.shape, meta, pyramid_levels)
+            transforms = image_level_transforms(meta, factors, kind)
+        ome = (meta, factors, transforms)
+    elif zarr_format is None:
+        zarr_format = 3
     chunk_shape = _regular_chunks(source)
     if chunk_shape is None:
         source = source.rechunk(tuple(max(c) for c in source.chunks))
@@ -297,14 +333,11 @@ def save(
             tiles_in_flight = plan.tiles_in_flight
         else:
             tiles_in_flight = tiles_in_flight_for_chunks(source, NUMPY.device(budget).budget_bytes)
-    ome = None
-    if format == "ome-zarr":
-        factors = pyramid_factors(source.shape, meta, pyramid_levels)
-        ome = (meta, factors)
     job = {
         "format": 2, "array": job_name, "shape": list(source.shape), "dtype": str(source.dtype),
         "chunks": list(chunk_shape), "zarr_format": zarr_format, "output": format,
         "pyramid": [list(f) for f in ome[1]] if ome else None, "kind": kind,
+        "axes": list(ome[0].axes) if ome else None,
     }
     claim = contextlib.ExitStack()
     try:
@@ -347,7 +380,8 @@ def _save_claimed(source, target: Path, job, read_now, ome, resume, overwrite, k
             if partial.exists():
                 shutil.rmtree(partial)
             zarr.open_group(str(partial), mode="w", zarr_format=zarr_format)
-        store, done = _start_or_resume(tiles_at, job, resume, None if ome else attrs)
+        layout = _layout(zarr_format, ome[0].axes) if ome else {}
+        store, done = _start_or_resume(tiles_at, job, resume, None if ome else attrs, layout)
     except OSError as exc:  # permissions, a file where a folder should be, a read-only disk
         raise SaveError(f"cannot create '{partial}' beside '{target}' ({exc.strerror or exc}); choose a folder you "
                         f"can write to") from exc
@@ -370,7 +404,7 @@ def _save_claimed(source, target: Path, job, read_now, ome, resume, overwrite, k
         (tiles_at / DONE_LOG).unlink()
         (tiles_at / MANIFEST).unlink()
         if ome:
-            _write_pyramid(partial, target, ome[0], ome[1], kind, zarr_format, tiles_in_flight, attrs)
+            _write_pyramid(partial, target, ome, kind, zarr_format, tiles_in_flight, attrs, source)
         _commit(partial, target, overwrite)
         if ome and kind == "labels":
             _register_label(target, zarr_format)
@@ -381,10 +415,19 @@ def _save_claimed(source, target: Path, job, read_now, ome, resume, overwrite, k
         raise
 
 
-def _write_pyramid(partial: Path, target: Path, meta, factors, kind, zarr_format, tiles_in_flight, attrs):
+def _layout(zarr_format: int, axes) -> dict:
+    """How OME-Zarr arrays are laid out: zarr v3 arrays name their dimensions after the axes (NGFF
+    0.5 requires it); zarr v2 chunks go in nested folders (NGFF 0.4 expects the '/' separator)."""
+    if zarr_format == 3:
+        return {"dimension_names": tuple(axes)}
+    return {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
+
+
+def _write_pyramid(partial: Path, target: Path, ome, kind, zarr_format, tiles_in_flight, attrs, source):
     """Levels 1.. of an OME-Zarr pyramid, each from the stored level before; then the NGFF attributes."""
     import zarr
 
+    meta, factors, transforms = ome
     for level, factor in enumerate(factors, start=1):
         previous = open(partial / str(level - 1))
         # each level keeps the chunks downsampling gives (a tile's worth of the level before, halved):
@@ -392,43 +435,186 @@ def _write_pyramid(partial: Path, target: Path, meta, factors, kind, zarr_format
         smaller = next_level(previous, factor, kind)
         chunks = _regular_chunks(smaller)
         store = zarr.create_array(store=str(partial / str(level)), shape=smaller.shape, chunks=chunks,
-                                  dtype=smaller.dtype, zarr_format=zarr_format, fill_value=0)
+                                  dtype=smaller.dtype, zarr_format=zarr_format, fill_value=0,
+                                  **_layout(zarr_format, meta.axes))
         run_bounded(smaller, _TileWriter(store, chunks, str(target), str(partial)), tiles_in_flight, in_task=True)
     version = "0.4" if zarr_format == 2 else "0.5"
     group = zarr.open_group(str(partial), mode="a", zarr_format=zarr_format)
-    group_attrs = multiscales_attrs(meta, factors, kind, version, target.name.split(".")[0])
+    group_attrs = multiscales_attrs(meta, transforms, kind, version, target.name.split(".")[0])
+    home = group_attrs["ome"] if version == "0.5" else group_attrs
     if kind == "labels":
-        source = {"image-label": {"source": {"image": "../../"}}}
-        if version == "0.4":
-            source["image-label"]["version"] = "0.4"
-            group_attrs.update(source)
+        home["image-label"] = {"source": {"image": "../../"}, **({"version": "0.4"} if version == "0.4" else {})}
+    else:
+        omero = omero_for(meta, source.shape, source.dtype)
+        if omero is not None:
+            home["omero"] = omero
+    group.attrs.update(merge_user_attrs(group_attrs, attrs, kind, version))
+
+
+@dataclass(frozen=True)
+class _ParentImage:
+    """The OME-Zarr image a label image is saved into (``<image>/labels/<name>``)."""
+
+    path: Path
+    version: str
+    zarr_format: int
+    meta: ImageMetadata  #: level 0
+    transforms: tuple  #: (scale, translation) per level, as the spec composes them
+
+    def _pick(self, names, what: str) -> list[int]:
+        index = {a: i for i, a in enumerate(self.meta.axes)}
+        missing = [a for a in names if a not in index]
+        if missing:
+            raise ValueError(f"{what} has axes {''.join(names)!r}; {missing} are not axes of the image '{self.path}' "
+                             f"({''.join(self.meta.axes)!r}): name the label axes with axes=")
+        return [index[a] for a in names]
+
+    def label_metadata(self, ndim: int, axes=None) -> ImageMetadata:
+        """The image's axes and pixel sizes for labels of ``ndim`` axes that carry none: all its axes,
+        its space axes, or its last ``ndim`` (``axes`` names them)."""
+        meta = self.meta
+        if axes is not None:
+            names = tuple(axes)
+        elif ndim == len(meta.axes):
+            names = meta.axes
+        elif ndim == len([t for t in meta.types if t == "space"]):
+            names = tuple(a for a, t in zip(meta.axes, meta.types) if t == "space")
         else:
-            group_attrs["ome"].update(source)
-    group.attrs.update({**group_attrs, **(attrs or {})})
+            names = meta.axes[-ndim:]
+        if len(names) != ndim:
+            raise ValueError(f"axes={axes!r} names {len(names)} axes; the labels have {ndim}")
+        pick = self._pick(names, "the label image")
+        take = lambda values: tuple(values[i] for i in pick)  # noqa: E731
+        return ImageMetadata(take(meta.axes), take(meta.types), take(meta.scale), take(meta.units),
+                             take(meta.translation), meta.name)
+
+    def label_levels(self, meta: ImageMetadata, shape, pyramid_levels):
+        """(metadata, (scale, translation) per level, factors per level) of labels ``meta`` in this
+        image: the image's number of levels at the image's pixel sizes, as NGFF requires."""
+        pick = self._pick(meta.axes, "the label image")
+        levels = len(self.transforms)
+        if pyramid_levels is not None and pyramid_levels != levels:
+            raise ValueError(f"pyramid_levels={pyramid_levels}: label images have their image's levels, and "
+                             f"'{self.path}' has {levels}; leave pyramid_levels out")
+        scales = [tuple(scale[i] for i in pick) for scale, _ in self.transforms]
+        if not np.allclose(meta.scale, scales[0], rtol=1e-6, atol=0):
+            raise ValueError(f"the labels' pixel sizes {meta.scale} ({''.join(meta.axes)}) differ from the image's "
+                             f"{scales[0]}: a label image has its image's pixel sizes; pass scale={scales[0]} or none")
+        units = tuple(u or self.meta.units[i] for u, i in zip(meta.units, pick))
+        meta = replace(meta, scale=scales[0], units=units, types=tuple(self.meta.types[i] for i in pick))
+        factors, current = [], list(shape)
+        for previous, scale in zip(scales, scales[1:]):
+            ratios = [s / p for s, p in zip(scale, previous)]
+            step = tuple(max(1, round(r)) for r in ratios)
+            if any(abs(r - f) > 1e-6 * f for r, f in zip(ratios, step)):
+                raise ValueError(f"the image '{self.path}' has levels {len(factors)} and {len(factors) + 1} at pixel "
+                                 f"sizes {previous} and {scale}, not an integer factor apart: labels cannot be "
+                                 f"subsampled to match; save them as an image of their own")
+            if any(n // f < 1 for n, f in zip(current, step)):
+                raise ValueError(f"labels of shape {tuple(shape)} are too small for the {levels} levels of "
+                                 f"'{self.path}'")
+            factors.append(step)
+            current = [n // f for n, f in zip(current, step)]
+        return meta, [(scale, meta.translation) for scale in scales], tuple(factors)
+
+
+def _parent_image(target: Path) -> _ParentImage | None:
+    """The OME-Zarr image ``target`` (``<image>/labels/<name>``) is a label image of, or None."""
+    import zarr
+
+    image = target.parent.parent
+    if target.parent.name != "labels" or not _is_zarr_dir(image):
+        return None
+    try:
+        group = zarr.open_group(str(image), mode="r")
+    except Exception:  # noqa: BLE001 - an array or damaged metadata there: no image to follow
+        return None
+    found = multiscales_of(dict(group.attrs))
+    if found is None:
+        return None
+    entry, version = found
+    _, _, meta = read_multiscale(group, str(image), None)
+    transforms = tuple(level_transforms(entry, len(meta.axes), str(image)))
+    return _ParentImage(image, version, group.metadata.zarr_format, meta, transforms)
+
+
+def _group_formats(folder: Path) -> set[int]:
+    """The zarr formats whose group metadata ``folder`` holds (both: a hierarchy mixed by mistake)."""
+    return ({3} if (folder / "zarr.json").is_file() else set()) | \
+        ({2} if any((folder / f).is_file() for f in (".zgroup", ".zattrs")) else set())
+
+
+def _labels_zarr_format(target: Path, parent: _ParentImage | None, zarr_format: int | None) -> int:
+    """The zarr format of a label image saved to ``target``: its image's (NGFF keeps one version in
+    a hierarchy), else the existing ``labels`` group's, else ``zarr_format`` (default 3)."""
+    labels_dir = target.parent
+    found = _group_formats(labels_dir) if labels_dir.name == "labels" else set()
+    if len(found) > 1:
+        raise ValueError(f"'{labels_dir}' holds both zarr v2 (.zattrs) and zarr v3 (zarr.json) group metadata, so readers "
+                         f"see only some of its label images: remove the one not matching the image (zarr.json for an "
+                         f"NGFF 0.4 image, .zgroup/.zattrs for 0.5) after copying its 'labels' list into the other")
+    follow = parent.zarr_format if parent is not None else (next(iter(found)) if found else None)
+    if follow is None:
+        return zarr_format or 3
+    if zarr_format is not None and zarr_format != follow:
+        what = f"the image '{parent.path}' is NGFF {parent.version} on zarr v{follow}" if parent is not None else \
+            f"the labels group '{labels_dir}' is zarr v{follow}"
+        raise ValueError(f"zarr_format={zarr_format}: {what}, and NGFF keeps one version in a hierarchy: leave "
+                         f"zarr_format out (or pass {follow}) to write these labels in it")
+    if found and parent is not None and found != {follow}:
+        raise ValueError(f"'{labels_dir}' is zarr v{next(iter(found))} inside the zarr v{follow} image '{parent.path}': "
+                         f"rewrite the labels group in the image's format")
+    return follow
+
+
+def check_label_output(path, zarr_format: int | None = None) -> int:
+    """The zarr format labels saved to ``path`` get as OME-Zarr (see :func:`save`); a ValueError
+    saying what to change when ``zarr_format`` contradicts the image or labels group they go into."""
+    target = Path(path)
+    return _labels_zarr_format(target, _parent_image(target), zarr_format)
 
 
 def _register_label(target: Path, zarr_format: int):
-    """List a label image in its parent ``labels`` group (created if missing), as NGFF asks."""
+    """List a label image in its parent ``labels`` group (created if missing), as NGFF asks, beside
+    the ones listed there; then consolidate the image's metadata again if it was consolidated."""
     labels_dir = target.parent
     if labels_dir.name != "labels":
         return
     # two label images saved into one image at once: their read-modify-writes of the list take turns
     with claim_output(labels_dir, wait=True, job=f"registering label '{target.name}'"):
         _add_label_name(labels_dir, target.name, zarr_format)
+        _reconsolidate(labels_dir.parent, zarr_format)
 
 
 def _add_label_name(labels_dir: Path, name: str, zarr_format: int):
     import zarr
 
-    group = zarr.open_group(str(labels_dir), mode="a", zarr_format=zarr_format)
+    _labels_zarr_format(labels_dir / name, None, zarr_format)  # refuses a group of the other format
+    group = zarr.open_group(str(labels_dir), mode="a", zarr_format=zarr_format, use_consolidated=False)
     key_owner = dict(group.attrs).get("ome", {}) if zarr_format == 3 else dict(group.attrs)
     names = list(key_owner.get("labels", []))
     if name not in names:
         names.append(name)
     if zarr_format == 3:
-        group.attrs.update({"ome": {"version": "0.5", "labels": names}})
+        group.attrs.update({"ome": {**key_owner, "version": key_owner.get("version", "0.5"), "labels": names}})
     else:
         group.attrs.update({"labels": names})
+
+
+def _reconsolidate(image: Path, zarr_format: int) -> None:
+    """Consolidate ``image``'s metadata again when it has consolidated metadata (ngff-zarr writes it):
+    readers that use it would not see a new label image otherwise."""
+    import zarr
+
+    if zarr_format == 2:
+        present = (image / ".zmetadata").is_file()
+    else:
+        try:
+            present = json.loads((image / "zarr.json").read_text()).get("consolidated_metadata") is not None
+        except (OSError, ValueError):
+            present = False
+    if present:
+        zarr.consolidate_metadata(str(image), zarr_format=zarr_format)
 
 
 class _TileWriter:
@@ -449,8 +635,9 @@ class _TileWriter:
         return index
 
 
-def _start_or_resume(partial: Path, job: dict, resume: bool, attrs):
-    """Open the partial store of an earlier run of the same job (resume), or start a fresh one."""
+def _start_or_resume(partial: Path, job: dict, resume: bool, attrs, layout=None):
+    """Open the partial store of an earlier run of the same job (resume), or start a fresh one;
+    ``layout``: zarr.create_array's options for a fresh one (see :func:`_layout`)."""
     import zarr
 
     if resume and (partial / MANIFEST).is_file():
@@ -470,7 +657,7 @@ def _start_or_resume(partial: Path, job: dict, resume: bool, attrs):
         shutil.rmtree(partial)
     store = zarr.create_array(
         store=str(partial), shape=tuple(job["shape"]), chunks=tuple(job["chunks"]), dtype=job["dtype"],
-        zarr_format=job["zarr_format"], fill_value=0,
+        zarr_format=job["zarr_format"], fill_value=0, **(layout or {}),
     )
     if attrs:
         store.attrs.update(attrs)

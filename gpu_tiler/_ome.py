@@ -7,8 +7,10 @@ gpu_tiler operation passes them on to its result, and :func:`gpu_tiler.save` wri
 """
 from __future__ import annotations
 
+import json
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -24,6 +26,13 @@ LENGTH_UNITS = {
 UNIT_ALIASES = {"nm": "nanometer", "um": "micrometer", "µm": "micrometer", "micron": "micrometer",
                 "mm": "millimeter", "cm": "centimeter", "m": "meter", "A": "angstrom"}
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+#: the time units NGFF names
+TIME_UNITS = frozenset(
+    f"{prefix}second" for prefix in ("atto", "centi", "deci", "exa", "femto", "giga", "hecto", "kilo", "mega", "micro",
+                                     "milli", "nano", "peta", "pico", "", "tera", "yocto", "yotta", "zepto", "zetta")
+) | {"minute", "hour", "day"}
+TIME_ALIASES = {"s": "second", "sec": "second", "ms": "millisecond", "us": "microsecond", "µs": "microsecond",
+                "ns": "nanosecond", "min": "minute", "h": "hour", "d": "day"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,46 @@ class ImageMetadata:
     name: str | None = None
     levels: int = 1
     level: int = 0
+    #: the NGFF ``omero`` block (channel names, colours, contrast windows) as JSON text, and the dtype it was read with
+    omero_json: str | None = None
+    omero_dtype: str | None = None
+
+    @property
+    def omero(self) -> dict | None:
+        """The ``omero`` block (a new dict each time), or None."""
+        return None if self.omero_json is None else json.loads(self.omero_json)
+
+    def with_omero(self, omero: dict | None, dtype=None) -> ImageMetadata:
+        """This metadata with ``omero`` (a JSON-able dict, or None) read from an image of ``dtype``."""
+        if omero is None:
+            return replace(self, omero_json=None, omero_dtype=None)
+        return replace(self, omero_json=json.dumps(omero, sort_keys=True),
+                       omero_dtype=None if dtype is None else str(np.dtype(dtype)))
+
+    def sliced(self, index) -> ImageMetadata:
+        """The metadata of the array ``x[...]`` selects: ``index`` gives, per axis, an int (the axis is
+        dropped) or ``(start, step, length)`` of a slice with a positive step. Pixel sizes grow by the
+        step; the translation moves to the first kept voxel; a channel axis keeps its scale and
+        translation, and ``omero`` the selected channels."""
+        keep = [i for i, v in enumerate(index) if not isinstance(v, int)]
+        physical = [i for i in keep if self.types[i] != "channel"]  # a channel axis has no positions to move
+        scale = tuple(self.scale[i] * index[i][1] if i in physical else self.scale[i] for i in keep)
+        translation = tuple(self.translation[i] + index[i][0] * self.scale[i] if i in physical else self.translation[i]
+                            for i in keep)
+        meta = replace(self, axes=tuple(self.axes[i] for i in keep), types=tuple(self.types[i] for i in keep),
+                       units=tuple(self.units[i] for i in keep), scale=scale, translation=translation)
+        omero = self.omero
+        if omero is not None and "channel" in self.types:
+            c = self.types.index("channel")
+            channels = list(omero.get("channels", []))
+            if isinstance(index[c], int):
+                picked = channels[index[c]:index[c] + 1]
+            else:
+                start, step, length = index[c]
+                picked = channels[start:start + step * length:step]
+            omero["channels"] = picked
+            meta = replace(meta, omero_json=json.dumps(omero, sort_keys=True))
+        return meta
 
     @property
     def spatial(self) -> tuple[int, ...]:
@@ -67,12 +116,20 @@ def attach_metadata(array, metadata: ImageMetadata | None):
     return array
 
 
-def normalize_unit(unit: str) -> str:
-    name = UNIT_ALIASES.get(unit, unit)
-    if name not in LENGTH_UNITS:
-        raise ValueError(f"units={unit!r} is not a length unit; use one of {', '.join(sorted(UNIT_ALIASES))} "
-                         f"or {', '.join(sorted(LENGTH_UNITS))}")
+def _normalized(unit, aliases, names, what: str, examples: str) -> str:
+    """The NGFF name of ``unit`` (itself or an alias), or a ValueError listing the accepted ones."""
+    name = aliases.get(unit, unit)
+    if name not in names:
+        raise ValueError(f"{unit!r} is not a {what}; use one of {', '.join(sorted(aliases))} or {examples}")
     return name
+
+
+def normalize_unit(unit: str) -> str:
+    return _normalized(unit, UNIT_ALIASES, LENGTH_UNITS, "length unit", ", ".join(sorted(LENGTH_UNITS)))
+
+
+def normalize_time_unit(unit: str) -> str:
+    return _normalized(unit, TIME_ALIASES, TIME_UNITS, "time unit", "an NGFF name such as 'second' or 'minute'")
 
 
 def physical_to_pixels(values, metadata: ImageMetadata | None, units: str, what: str) -> tuple[float, ...]:
@@ -105,16 +162,51 @@ def multiscales_of(attrs) -> tuple[dict, str] | None:
     return None
 
 
-def _transform(transforms, kind, ndim, default):
-    for t in transforms or []:
-        if t.get("type") == kind:
-            return tuple(float(v) for v in t[kind])
-    return (default,) * ndim
+def omero_of(attrs) -> dict | None:
+    """The ``omero`` block of an image group's attributes (inside ``ome`` for NGFF 0.5), or None."""
+    omero = attrs["ome"].get("omero") if isinstance(attrs.get("ome"), dict) else None
+    omero = omero if omero is not None else attrs.get("omero")
+    return omero if isinstance(omero, dict) else None
+
+
+def compose_transforms(transform_lists, ndim: int, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(scale, translation) of NGFF coordinate transformations applied in order, as the spec composes
+    them: each list (a dataset's, then the multiscale's) in sequence, a scale multiplying the
+    translation found so far. A voxel index ``i`` lands at ``scale * i + translation``."""
+    scale, translation = [1.0] * ndim, [0.0] * ndim
+    for transforms in transform_lists:
+        for t in transforms or []:
+            kind = t.get("type")
+            if kind == "identity":
+                continue
+            if kind not in ("scale", "translation"):
+                raise ValueError(f"{where}: coordinate transformation of type {kind!r} is not supported (NGFF 0.4/0.5 "
+                                 f"images use 'scale' and 'translation')")
+            if kind not in t:
+                raise ValueError(f"{where}: a {kind} transformation stored as a path ({t.get('path')!r}) is not "
+                                 f"supported; store its values in the metadata")
+            values = [float(v) for v in t[kind]]
+            if len(values) != ndim:
+                raise ValueError(f"{where}: a {kind} transformation has {len(values)} values for {ndim} axes")
+            if kind == "scale":
+                scale = [s * v for s, v in zip(scale, values)]
+                translation = [o * v for o, v in zip(translation, values)]
+            else:
+                translation = [o + v for o, v in zip(translation, values)]
+    return tuple(scale), tuple(translation)
+
+
+def level_transforms(entry, ndim: int, where: str) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+    """(scale, translation) of every dataset of a multiscales entry, the entry's own transformations applied."""
+    outer = entry.get("coordinateTransformations")
+    return [compose_transforms([d.get("coordinateTransformations"), outer], ndim, f"{where}/{d['path']}")
+            for d in entry["datasets"]]
 
 
 def read_multiscale(group, where: str, level: int | str | None):
     """(zarr array of the chosen level, its path, ImageMetadata) for an NGFF multiscale group."""
-    entry, _version = multiscales_of(dict(group.attrs))
+    attrs = dict(group.attrs)
+    entry, _version = multiscales_of(attrs)
     datasets = entry["datasets"]
     paths = [d["path"] for d in datasets]
     if level is None:
@@ -133,15 +225,9 @@ def read_multiscale(group, where: str, level: int | str | None):
     axes = tuple(a["name"] if isinstance(a, dict) else str(a) for a in raw_axes)
     types = tuple((a.get("type") if isinstance(a, dict) else None) or _AXIS_TYPES.get(n) for a, n in zip(raw_axes, axes))
     units = tuple(a.get("unit") if isinstance(a, dict) else None for a in raw_axes)
-    transforms = datasets[index].get("coordinateTransformations")
-    scale = _transform(transforms, "scale", ndim, 1.0)
-    translation = _transform(transforms, "translation", ndim, 0.0)
-    outer = entry.get("coordinateTransformations")
-    if outer:
-        scale = tuple(s * o for s, o in zip(scale, _transform(outer, "scale", ndim, 1.0)))
-        translation = tuple(t + o for t, o in zip(translation, _transform(outer, "translation", ndim, 0.0)))
+    scale, translation = level_transforms(entry, ndim, where)[index]
     metadata = ImageMetadata(axes, types, scale, units, translation, entry.get("name"), len(paths), index)
-    return array, f"{where}/{paths[index]}", metadata
+    return array, f"{where}/{paths[index]}", metadata.with_omero(omero_of(attrs), array.dtype)
 
 
 # ---- writing ------------------------------------------------------------------------------------
@@ -149,9 +235,6 @@ def read_multiscale(group, where: str, level: int | str | None):
 
 #: tifffile's axis letters -> NGFF axis names (S: samples of an RGB pixel, a channel axis)
 _TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
-#: time units in OME-XML / ImageJ -> NGFF names
-_TIME_UNITS = {"s": "second", "sec": "second", "ms": "millisecond", "µs": "microsecond", "us": "microsecond",
-               "ns": "nanosecond", "min": "minute", "h": "hour"}
 
 
 def _length_unit(unit) -> str | None:
@@ -183,7 +266,7 @@ def _ome_sizes(ome_xml: str) -> dict:
             unit = _length_unit(pixels.get(f"PhysicalSize{letter}Unit", "µm"))
             sizes[letter.lower()] = (float(pixels[f"PhysicalSize{letter}"]), unit)
     if "TimeIncrement" in pixels:
-        sizes["t"] = (float(pixels["TimeIncrement"]), _TIME_UNITS.get(pixels.get("TimeIncrementUnit", "s")))
+        sizes["t"] = (float(pixels["TimeIncrement"]), TIME_ALIASES.get(pixels.get("TimeIncrementUnit", "s")))
     return sizes
 
 
@@ -253,17 +336,163 @@ def _tiff_metadata(path) -> ImageMetadata | None:
 
 
 def pyramid_factors(shape, metadata: ImageMetadata, levels: int | None, smallest: int = 256):
-    """Per level, which axes halve: the space axes longer than 1, until the largest is below ``smallest``."""
-    spatial = [a for a in metadata.spatial if shape[a] > 1]
-    if levels is None:
-        largest = max((shape[a] for a in spatial), default=1)
-        levels = 1
-        while largest > smallest and largest // 2 >= 1:
-            largest //= 2
-            levels += 1
-    if levels < 1:
+    """Per level, which axes halve: the space axes still 2 voxels or longer at that level (a thin axis
+    stops at 1, never 0), until the largest is below ``smallest``."""
+    if levels is not None and levels < 1:
         raise ValueError(f"pyramid levels={levels!r} must be >= 1")
-    return tuple(tuple(2 if a in spatial else 1 for a in range(len(shape))) for _ in range(levels - 1))
+    spatial = set(metadata.spatial)
+    current = list(shape)
+    factors = []
+    while True:
+        if levels is not None and len(factors) + 1 >= levels:
+            break
+        largest = max((current[a] for a in spatial), default=1)
+        if levels is None and largest <= smallest:
+            break
+        step = tuple(2 if a in spatial and current[a] >= 2 else 1 for a in range(len(shape)))
+        if all(f == 1 for f in step):
+            if levels is not None:
+                raise ValueError(f"pyramid levels={levels}: the image {tuple(shape)} can be halved only "
+                                 f"{len(factors)} time(s); ask for at most {len(factors) + 1} levels")
+            break
+        factors.append(step)
+        current = [n // f for n, f in zip(current, step)]
+    return tuple(factors)
+
+
+def image_level_transforms(metadata: ImageMetadata, factors, kind: str):
+    """(scale, translation) per pyramid level: pixel sizes grow by the factors; a mean level's voxel
+    sits at the centre of the voxels it averages, a subsampled (labels) level's at its first voxel."""
+    out = []
+    total = [1] * len(metadata.axes)
+    for level in range(len(factors) + 1):
+        if level:
+            total = [t * f for t, f in zip(total, factors[level - 1])]
+        scale = tuple(s * t for s, t in zip(metadata.scale, total))
+        shift = [(t - 1) / 2 * s if kind == "image" else 0.0 for t, s in zip(total, metadata.scale)]
+        out.append((scale, tuple(o + d for o, d in zip(metadata.translation, shift))))
+    return out
+
+
+def multiscales_attrs(metadata: ImageMetadata, transforms, kind: str, version: str, name: str):
+    """NGFF multiscales attributes for a pyramid with the given (scale, translation) per level."""
+    axes = []
+    for a, t, u in zip(metadata.axes, metadata.types, metadata.units):
+        entry = {"name": a}
+        if t:
+            entry["type"] = t
+        if u:
+            entry["unit"] = u
+        axes.append(entry)
+    datasets = []
+    for level, (scale, translation) in enumerate(transforms):
+        steps = [{"type": "scale", "scale": list(scale)}]
+        if any(translation):
+            steps.append({"type": "translation", "translation": list(translation)})
+        datasets.append({"path": str(level), "coordinateTransformations": steps})
+    entry = {"axes": axes, "datasets": datasets, "name": name,
+             "type": "mean" if kind == "image" else "subsample (every 2nd voxel, labels kept)"}
+    if version == "0.4":
+        entry["version"] = "0.4"
+        return {"multiscales": [entry]}
+    return {"ome": {"version": "0.5", "multiscales": [entry]}}
+
+
+def check_ome_shape(metadata: ImageMetadata, shape) -> None:
+    """NGFF images have 2 to 5 axes, 2 or 3 of them space axes, at most one time and one channel axis."""
+    ndim = len(shape)
+    if not 2 <= ndim <= 5:
+        raise ValueError(f"OME-Zarr (NGFF) images have 2 to 5 axes; this one has {ndim} {tuple(shape)}: "
+                         + ("add an axis (x[None]) or save it as format='zarr'" if ndim < 2 else
+                            "split or merge axes, or save it as format='zarr'"))
+    space = sum(t == "space" for t in metadata.types)
+    if not 2 <= space <= 3 or metadata.types.count("time") > 1 or metadata.types.count("channel") > 1:
+        raise ValueError(f"OME-Zarr (NGFF) needs 2 or 3 space axes and at most one time and one channel axis; axes "
+                         f"{''.join(metadata.axes)!r} have {space} space axes: name them with axes=, e.g. 'czyx'")
+
+
+def omero_for(metadata: ImageMetadata, shape, dtype) -> dict | None:
+    """The ``omero`` block to write with an image of ``shape`` and ``dtype``: the one carried, when its
+    channels match the channel axis; contrast windows that no longer fit an integer dtype are reset."""
+    omero = metadata.omero
+    if omero is None:
+        return None
+    channels = omero.get("channels")
+    count = shape[metadata.types.index("channel")] if "channel" in metadata.types else 1
+    if not isinstance(channels, list) or len(channels) != count:
+        warnings.warn(f"the image's omero metadata names {len(channels or [])} channel(s), the image has {count}: "
+                      "it is not written (pass attrs={'omero': ...} to give it)", stacklevel=4)
+        return None
+    dtype = np.dtype(dtype)
+    if metadata.omero_dtype != str(dtype) and (dtype == bool or np.issubdtype(dtype, np.integer)):
+        low, high = (0, 1) if dtype == bool else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        for channel in channels:
+            window = channel.get("window") if isinstance(channel, dict) else None
+            if isinstance(window, dict):
+                fits = all(low <= window.get(k, low) <= high for k in ("start", "end"))
+                channel["window"] = {**window, "min": low, "max": high} if fits else \
+                    {"min": low, "max": high, "start": low, "end": high}
+    return omero
+
+
+#: NGFF keys that live inside ``ome`` in 0.5 and at the top level in 0.4; the first three save writes itself
+_OWN_KEYS = ("multiscales", "version", "labels")
+_NGFF_KEYS = ("omero", "image-label")
+
+
+def merge_user_attrs(group_attrs: dict, attrs: dict | None, kind: str, version: str) -> dict:
+    """``group_attrs`` (what save writes) with the caller's ``attrs``: NGFF blocks (``omero``,
+    ``image-label``; given at the top level or inside ``ome``) go where ``version`` keeps them, the
+    rest beside them. The multiscales are save's own; ``image-label`` entries add to its ``source``."""
+    attrs = dict(attrs or {})
+    ngff = dict(attrs.pop("ome", None) or {})
+    for key in _NGFF_KEYS:
+        if key in attrs:
+            ngff[key] = attrs.pop(key)
+    clash = [k for k in _OWN_KEYS if k in ngff or (k in attrs and k != "version")]
+    if clash:
+        raise ValueError(f"attrs names {', '.join(map(repr, clash))}, which save writes itself from the image; "
+                         f"give axes=, scale=, units= (and pyramid_levels=) instead")
+    home = group_attrs["ome"] if version == "0.5" else group_attrs
+    if "image-label" in ngff:
+        if kind != "labels":
+            raise ValueError("attrs 'image-label' (label colors and properties) belongs to kind='labels'")
+        given = ngff.pop("image-label")
+        _check_image_label(given)
+        home["image-label"] = {**given, **home.get("image-label", {})}
+    if "omero" in ngff and kind == "labels":
+        raise ValueError("attrs 'omero' describes image channels; a label image (kind='labels') has none")
+    home.update(ngff)
+    group_attrs.update(attrs)
+    return group_attrs
+
+
+def _check_image_label(block) -> None:
+    """``colors`` and ``properties`` of an NGFF ``image-label`` block, checked before anything is written."""
+    if not isinstance(block, dict):
+        raise ValueError("attrs 'image-label' must be a dict such as {'colors': [{'label-value': 1, 'rgba': [255, 0, 0, "
+                         "255]}], 'properties': [{'label-value': 1, 'class': 'nucleus'}]}")
+    for key in ("colors", "properties"):
+        entries = block.get(key, [])
+        if not isinstance(entries, list):
+            raise ValueError(f"image-label {key!r} must be a list of dicts with a 'label-value'")
+        seen = set()
+        for entry in entries:
+            value = entry.get("label-value") if isinstance(entry, dict) else None
+            if isinstance(value, bool) or not isinstance(value, int) or value in seen:
+                raise ValueError(f"image-label {key!r}: every entry needs a distinct integer 'label-value'; got {entry!r}")
+            seen.add(value)
+            rgba = entry.get("rgba")
+            if key == "colors" and not (isinstance(rgba, list) and len(rgba) == 4 and all(
+                    isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in rgba)):
+                raise ValueError(f"image-label colors: 'rgba' must be 4 integers 0..255; got {entry!r}")
+    if "colors" in block and "properties" in block:
+        colors = {e["label-value"] for e in block["colors"]}
+        properties = {e["label-value"] for e in block["properties"]}
+        if colors != properties:
+            raise ValueError(f"image-label 'colors' and 'properties' must describe the same label values (validators "
+                             f"require it); colors has {sorted(colors - properties)} and properties "
+                             f"{sorted(properties - colors)} that the other lacks")
 
 
 def downsample_mean(block, factors):
@@ -293,38 +522,9 @@ def next_level(level, factors, kind: str):
     return even.map_blocks(func, factors, chunks=out_chunks, dtype=level.dtype, meta=level._meta)
 
 
-def multiscales_attrs(metadata: ImageMetadata, factors, kind: str, version: str, name: str):
-    """NGFF multiscales attributes for a pyramid with the given per-level factors."""
-    axes = []
-    for a, t, u in zip(metadata.axes, metadata.types, metadata.units):
-        entry = {"name": a}
-        if t:
-            entry["type"] = t
-        if u:
-            entry["unit"] = u
-        axes.append(entry)
-    datasets = []
-    total = [1] * len(metadata.axes)
-    for level in range(len(factors) + 1):
-        if level:
-            total = [t * f for t, f in zip(total, factors[level - 1])]
-        scale = [s * t for s, t in zip(metadata.scale, total)]
-        shift = [(t - 1) / 2 * s if kind == "image" else 0.0 for t, s in zip(total, metadata.scale)]
-        translation = [o + d for o, d in zip(metadata.translation, shift)]
-        transforms = [{"type": "scale", "scale": scale}]
-        if any(translation):
-            transforms.append({"type": "translation", "translation": translation})
-        datasets.append({"path": str(level), "coordinateTransformations": transforms})
-    entry = {"axes": axes, "datasets": datasets, "name": name,
-             "type": "mean" if kind == "image" else "subsample (every 2nd voxel, labels kept)"}
-    if version == "0.4":
-        entry["version"] = "0.4"
-        return {"multiscales": [entry]}
-    return {"ome": {"version": "0.5", "multiscales": [entry]}}
-
-
 def with_metadata(metadata: ImageMetadata | None, ndim: int, axes=None, scale=None, units=None) -> ImageMetadata:
-    """The metadata to write: what travels with the array, overridden by what the caller gives."""
+    """The metadata to write: what travels with the array, overridden by what the caller gives.
+    ``units``: a length unit for every space axis, or ``{axis: unit}`` (a time unit for the time axis)."""
     meta = metadata if metadata is not None and len(metadata.axes) == ndim else ImageMetadata.default(ndim, axes)
     if axes is not None and tuple(axes) != meta.axes:
         fresh = ImageMetadata.default(ndim, axes)
@@ -334,7 +534,22 @@ def with_metadata(metadata: ImageMetadata | None, ndim: int, axes=None, scale=No
         if len(scale) != ndim or any(not math.isfinite(s) or s <= 0 for s in scale):
             raise ValueError(f"scale={scale!r} must give a pixel size > 0 for each of the {ndim} axes")
         meta = replace(meta, scale=scale)
-    if units is not None:
+    if isinstance(units, Mapping):
+        unknown = [a for a in units if a not in meta.axes]
+        if unknown:
+            raise ValueError(f"units names axes {unknown} that the image does not have (its axes: {''.join(meta.axes)})")
+        new = list(meta.units)
+        for i, (a, t) in enumerate(zip(meta.axes, meta.types)):
+            if a not in units:
+                continue
+            if t == "time":
+                new[i] = normalize_time_unit(units[a])
+            elif t == "space":
+                new[i] = normalize_unit(units[a])
+            else:
+                raise ValueError(f"units: axis {a!r} is a {t} axis; only space and time axes take units")
+        meta = replace(meta, units=tuple(new))
+    elif units is not None:
         unit = normalize_unit(units)
         meta = replace(meta, units=tuple(unit if t == "space" else u for t, u in zip(meta.types, meta.units)))
     return meta

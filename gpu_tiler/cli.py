@@ -148,10 +148,16 @@ def _check_output(path, overwrite):
         raise UsageError(f"output '{path}' exists: pass --overwrite to replace it, or choose another path")
 
 
+#: NGFF versions a new OME-Zarr store can have, and the zarr format each lives on
+NGFF_ZARR_FORMAT = {"0.4": 2, "0.5": 3}
+
+
 def _save(args, array, path, label, kind="image"):
     start = time.perf_counter()
-    fmt = "ome-zarr" if args.pyramid else args.out_format
+    fmt = "ome-zarr" if args.pyramid or args.ngff else args.out_format
     extra = {"pyramid_levels": args.pyramid, "kind": kind} if fmt == "ome-zarr" else {}
+    if args.ngff:  # a label image inside an image follows the image's version; save refuses another one
+        extra["zarr_format"] = NGFF_ZARR_FORMAT[args.ngff]
     gt.save(array, path, overwrite=args.overwrite, resume=args.resume, progress=_progress(args, label), format=fmt,
             **extra)
     seconds = time.perf_counter() - start
@@ -402,6 +408,14 @@ def cmd_filter(args):
 def cmd_label(args):
     image = _open(args.input)
     _check_output(args.output, args.overwrite)
+    if args.pyramid or args.ngff or args.out_format == "ome-zarr":  # into IMAGE/labels/NAME: IMAGE's version
+        from ._io import check_label_output
+
+        try:
+            check_label_output(args.output, NGFF_ZARR_FORMAT.get(args.ngff))
+        except ValueError as exc:
+            raise UsageError(str(exc).replace("zarr_format=3", "--ngff 0.5").replace("zarr_format=2", "--ngff 0.4")
+                             .replace("leave zarr_format out", "leave --ngff out")) from None
     _start_computing(args)
     start = time.perf_counter()
     with _dask_progress(args, "label: pass 1 and merge"):
@@ -551,6 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output format (ome-zarr: multiscale NGFF with axes and pixel sizes)")
     common.add_argument("--pyramid", type=_at_least(1), metavar="LEVELS",
                         help="OME-Zarr pyramid levels (default: until the largest side is under 256)")
+    common.add_argument("--ngff", choices=sorted(NGFF_ZARR_FORMAT),
+                        help="OME-Zarr version of a new store: 0.5 (zarr v3, the default) or 0.4 (zarr v2); labels "
+                             "saved into IMAGE/labels/NAME follow IMAGE's version (implies --format ome-zarr)")
     common.add_argument("--cluster", nargs="?", const=0, type=_at_least(0), metavar="N",
                         help="run on a local cluster (dask-cuda on GPUs, else N worker processes)")
     common.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask scheduler, e.g. tcp://host:8786")

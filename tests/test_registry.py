@@ -61,5 +61,23 @@ def test_metadata_survives_astype_arithmetic_and_rechunk_but_not_moving_voxels(t
     assert meta.scale == (0.5, 0.25)
     for same in (x.astype(np.float64), x * 2 + 1, x.rechunk((7, 9)), (x > 0.5).astype(np.uint8), x.persist()):
         assert gt.metadata_of(same) == meta
-    for moved in (x.T, x[::-1], x[:10], x[..., None]):
+    for moved in (x.T, x[::-1], x[..., None], x[[0, 2]]):
         assert gt.metadata_of(moved) is None
+    assert gt.metadata_of(x[:10]) == meta  # a unit-step slice from the start moves nothing
+
+
+def test_selections_keep_the_other_axes_pixel_sizes_and_move_the_translation(tmp_path):
+    image = np.random.default_rng(2).random((3, 30, 40)).astype(np.float32)
+    path = tmp_path / "cyx.ome.zarr"
+    gt.save(gt.open(image, chunks=(1, 16, 16)), path, format="ome-zarr", axes="cyx", scale=(1.0, 0.5, 0.25),
+            units="um", pyramid_levels=1)
+    one = gt.open(path)[1]  # the opened array object is gone: its record lives on in the graph
+    gc.collect()
+    meta = gt.metadata_of(one)
+    assert meta.axes == ("y", "x") and meta.scale == (0.5, 0.25) and meta.units == ("micrometer",) * 2
+    crop = gt.metadata_of(gt.open(path)[:, 10:, 3:])
+    assert crop.scale == (1.0, 0.5, 0.25) and crop.translation == (0.0, 5.0, 0.75)
+    strided = gt.metadata_of(gt.open(path)[:, ::2, 1::3])  # every 2nd / 3rd voxel: larger pixels, never the old ones
+    assert strided.scale == (1.0, 1.0, 0.75) and strided.translation == (0.0, 0.0, 0.25)
+    chained = gt.metadata_of(gt.gaussian(gt.open(path), 1.0)[2][5:] * 2)
+    assert chained.axes == ("y", "x") and chained.translation == (2.5, 0.0)
