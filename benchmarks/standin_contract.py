@@ -45,7 +45,7 @@ def operations(size, budget):
     yield "label (pass 1, merge, pass 2)", mask, label
     yield "map_labels, halo 8", smooth, map_labels
     yield "regionprops label, area, intensity_mean", labels, lambda: gt.regionprops(
-        chunks(labels), chunks(image), properties=["label", "area", "intensity_mean"])
+        chunks(labels), chunks(image), properties=["label", "area", "intensity_mean"], budget=budget)
 
 
 def main(argv=None):

@@ -75,7 +75,7 @@ def test_device_resident_chunks_stay_on_the_device(image, on_standin):
 def test_label_moves_each_tile_once_per_pass_and_stays_in_budget(mask, on_standin):
     labels, n = gt.label(da.from_array(mask, chunks=256), budget=BUDGET)
     k = tiles(labels)
-    merge_moves = 2  # the border pairs over, the roots back (the NumPy merger runs on the host)
+    merge_moves = 2  # the border pairs back to the NumPy merger on the host, its roots over (1)
     assert on_standin.h2d_calls == k + 1 and on_standin.d2h_calls == k + merge_moves
     before = on_standin.snapshot()
     got = labels.compute()

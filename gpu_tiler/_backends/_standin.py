@@ -46,6 +46,7 @@ class Ledger:
     h2d_bytes: int = 0
     d2h_calls: int = 0
     d2h_bytes: int = 0
+    scalar_reads: int = 0  #: int()/float()/bool()/item() of device values
     live_bytes: int = 0
     peak_bytes: int = 0
     allocations: int = 0
@@ -56,6 +57,7 @@ class Ledger:
         """Zero the counters and the peak (live buffers stay counted); set a new limit."""
         with self.lock:
             self.h2d_calls = self.h2d_bytes = self.d2h_calls = self.d2h_bytes = self.allocations = 0
+            self.scalar_reads = 0
             self.peak_bytes = self.live_bytes
             self.limit_bytes = limit_bytes
             if total_bytes is not None:
@@ -63,8 +65,8 @@ class Ledger:
 
     def snapshot(self) -> dict:
         with self.lock:
-            return {k: getattr(self, k) for k in ("h2d_calls", "h2d_bytes", "d2h_calls", "d2h_bytes", "live_bytes",
-                                                  "peak_bytes", "allocations")}
+            return {k: getattr(self, k) for k in ("h2d_calls", "h2d_bytes", "d2h_calls", "d2h_bytes", "scalar_reads",
+                                                  "live_bytes", "peak_bytes", "allocations")}
 
     def track(self, data: np.ndarray) -> None:
         """Count the buffer holding ``data`` (its base) once, until that buffer is freed."""
@@ -98,6 +100,8 @@ class Ledger:
             if direction == "h2d":
                 self.h2d_calls += 1
                 self.h2d_bytes += int(nbytes)
+            elif direction == "scalar":
+                self.scalar_reads += 1
             else:
                 self.d2h_calls += 1
                 self.d2h_bytes += int(nbytes)
@@ -193,20 +197,26 @@ class DeviceArray(NDArrayOperatorsMixin):
     def __iter__(self):
         return (wrap(v) for v in self._data)
 
+    # a Python scalar of a device value is a read across the border (a synchronisation on CuPy):
+    # counted apart from the bulk transfers
     def __bool__(self):
+        LEDGER.count("scalar", self._data.itemsize)
         return bool(self._data)
 
     def __int__(self):
+        LEDGER.count("scalar", self._data.itemsize)
         return int(self._data)
 
     def __float__(self):
+        LEDGER.count("scalar", self._data.itemsize)
         return float(self._data)
 
     def __index__(self):
+        LEDGER.count("scalar", self._data.itemsize)
         return self._data.__index__()
 
     def item(self):
-        LEDGER.count("d2h", self._data.itemsize)
+        LEDGER.count("scalar", self._data.itemsize)
         return self._data.item()
 
     def tolist(self):
