@@ -177,8 +177,9 @@ def _claimed(args, argv):
 # ---- filters, derived from gpu_tiler.filters --------------------------------------------------
 
 #: Filter parameters that are not options: the CLI gives the budget (``--memory-budget``), runs one
-#: filter per command (nothing to ``fuse``), and cannot take an array (``footprint``, ``structure``).
-NOT_OPTIONS = ("budget", "fuse", "footprint", "structure")
+#: filter per command (nothing to ``fuse``), writes to the output path (not an ``output=`` target), and
+#: cannot take an array (``footprint``, ``structure``, ``weights``, ``mask``) or a Python ``function``.
+NOT_OPTIONS = ("budget", "fuse", "footprint", "structure", "weights", "mask", "output", "function")
 
 
 def filter_functions() -> dict:
@@ -190,8 +191,9 @@ def filter_functions() -> dict:
         func = getattr(filters, name, None)
         if not inspect.isfunction(func) or any(func is m for m in methods):
             continue
-        first = next(iter(_signature(func).parameters), None)
-        if first == "image":
+        parameters = _signature(func).parameters
+        needs_array = any(p.default is p.empty and n in NOT_OPTIONS for n, p in parameters.items())
+        if next(iter(parameters), None) == "image" and not needs_array:  # convolve needs weights: not here
             found[name] = func
     return found
 
