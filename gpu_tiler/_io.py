@@ -440,7 +440,10 @@ def _write_pyramid(partial: Path, target: Path, ome, kind, zarr_format, tiles_in
         run_bounded(smaller, _TileWriter(store, chunks, str(target), str(partial)), tiles_in_flight, in_task=True)
     version = "0.4" if zarr_format == 2 else "0.5"
     group = zarr.open_group(str(partial), mode="a", zarr_format=zarr_format)
-    group_attrs = multiscales_attrs(meta, transforms, kind, version, target.name.split(".")[0])
+    name = target.name
+    for suffix in (".ome.zarr", ".zarr"):
+        name = name[: -len(suffix)] if name.endswith(suffix) and name != suffix else name
+    group_attrs = multiscales_attrs(meta, transforms, kind, version, name)
     home = group_attrs["ome"] if version == "0.5" else group_attrs
     if kind == "labels":
         home["image-label"] = {"source": {"image": "../../"}, **({"version": "0.4"} if version == "0.4" else {})}

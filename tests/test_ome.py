@@ -401,3 +401,25 @@ def test_stores_written_by_ome_zarr_py_and_ngff_zarr_open_filter_and_save_back_v
     read = nz.from_ngff_zarr(str(smoothed), validate=True)
     assert read.images[0].data.shape == (2, *volume.shape) and read.images[0].scale["y"] == 0.5
     np.testing.assert_allclose(np.asarray(read.images[0].data), gt.open(smoothed).compute())
+
+
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_the_napari_example_writes_a_valid_image_with_labels_at_its_scale(tmp_path, ngff):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "view_in_napari", Path(__file__).resolve().parents[1] / "examples" / "view_in_napari.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    path, count = example.write_demo(tmp_path, ngff, size=600)
+    assert count > 0 and ngff_version(path) == ngff
+    assert_valid(path, labels=["nuclei"])
+    assert level_scales(path / "labels" / "nuclei") == level_scales(path)
+    assert level_scales(path)[0] == (0.325, 0.325)
+    attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    assert (attrs["ome"] if ngff == "0.5" else attrs)["multiscales"][0]["name"] == f"nuclei-{ngff}"
+    pytest.importorskip("napari_ome_zarr", reason="napari-ome-zarr is not installed (optional)")
+    layers = example.napari_layers(path)
+    assert [type(layer).__name__ for layer in layers] == ["Image", "Labels"]
+    assert all(tuple(layer.scale) == (0.325, 0.325) for layer in layers)
