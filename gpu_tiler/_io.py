@@ -66,8 +66,12 @@ def check_unchanged(before: dict, after: dict, doing: str) -> None:
 
 
 def as_dask(array) -> da.Array:
-    """``array`` as a dask array: itself when it is one, else :func:`open` of it."""
-    return array if isinstance(array, da.Array) else open(array)
+    """``array`` as a dask array: itself when it is one (or the copy of it a global step computed
+    once and kept, see ``gpu_tiler._materialise``), else :func:`open` of it."""
+    if not isinstance(array, da.Array):
+        return open(array)
+    info = info_of(array)
+    return array if info is None or info.materialised is None else info.materialised
 
 
 def _is_zarr_dir(path: Path) -> bool:
@@ -617,7 +621,12 @@ def _reconsolidate(image: Path, zarr_format: int) -> None:
         except (OSError, ValueError):
             present = False
     if present:
-        zarr.consolidate_metadata(str(image), zarr_format=zarr_format)
+        import warnings
+
+        with warnings.catch_warnings():  # the claims' lock files beside the groups are not zarr nodes, as meant
+            warnings.filterwarnings("ignore", message=r"Object at (.*/)?\.[^/]*\.lock is not recognized")
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            zarr.consolidate_metadata(str(image), zarr_format=zarr_format)
 
 
 class _TileWriter:

@@ -37,8 +37,9 @@ class StoredArray:
 
     Dask reads it like the array it wraps; :func:`stamps_of` finds it in a graph."""
 
-    def __init__(self, array, where: str, files: str | None):
+    def __init__(self, array, where: str, files: str | None, keep=None):
         self.array, self.where, self.files = array, where, files
+        self.keep = keep  #: what must live as long as a graph reads the array (a scratch store's owner)
         self.shape, self.dtype, self.ndim = tuple(array.shape), np.dtype(array.dtype), len(array.shape)
 
     @property

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["ArrayInfo", "info_of", "metadata_of", "plan_of", "record"]
+__all__ = ["ArrayInfo", "info_of", "info_of_name", "metadata_of", "plan_of", "record"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class ArrayInfo:
     chain: Any = None  #: (source array, operations) of a fused filter chain
     job: Any = None  #: (job name, input stamps) that save(resume=True) records, when not the dask name
     metadata: Any = None  #: ImageMetadata: axes, pixel sizes
+    #: the same values computed once and kept (gpu_tiler._materialise): operations read it instead
+    materialised: Any = None
+    kept_in: str | None = None  #: where this array's values are kept ("memory", "a scratch store")
 
 
 _lock = threading.RLock()  # reentrant: a finalizer may run (garbage collection) while this thread holds it
@@ -98,9 +101,17 @@ def info_of(array) -> ArrayInfo | None:
         return None
     with _lock:
         found = _records.get(name)
-        if found is not None:
-            _hold(array, name)  # another object of the same name (persist, a copy) keeps it alive too
+        # another object of the same name (persist, a copy) keeps it alive too; not the record's own
+        # kept twin (it would then keep itself alive)
+        if found is not None and array is not found.materialised:
+            _hold(array, name)
         return found
+
+
+def info_of_name(name: str) -> ArrayInfo | None:
+    """The record of the array named ``name`` (a graph layer's name), or None; holds nothing."""
+    with _lock:
+        return _records.get(name)
 
 
 #: dask layers that move voxels while keeping the shape (x.T of a square image, x[::-1], np.roll)

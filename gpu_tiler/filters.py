@@ -18,7 +18,6 @@ import math
 import numbers
 from functools import partial
 
-import dask
 
 import numpy as np
 
@@ -44,6 +43,7 @@ from ._checks import (
 from ._errors import ParameterRuntimeError, ParameterTypeError
 from ._backends import chunk_backend, resolve_backend, to_numpy
 from ._engine import map_tiles
+from ._materialise import materialise
 from ._io import as_dask
 from ._morphology import binary_closing, binary_dilation, binary_erosion, binary_fill_holes, binary_opening
 from ._ome import metadata_of, physical_to_pixels
@@ -734,9 +734,11 @@ def _histogram_block(block, low, high, nbins, integer):
 def threshold_otsu(image, nbins=256):
     """Otsu's threshold over the whole image, equal to ``skimage.filters.threshold_otsu`` on it.
 
-    Two passes over the tiles, nothing whole-image in memory: the global minimum and maximum, then
-    a histogram per tile on the global bins (one bin per value for integer images, ``nbins`` bins
-    otherwise, as scikit-image does), summed; Otsu's criterion runs on the summed histogram.
+    The global minimum and maximum, then a histogram per tile on the global bins (one bin per value
+    for integer images, ``nbins`` bins otherwise, as scikit-image does), summed; Otsu's criterion runs
+    on the summed histogram. A lazy ``image`` (a filter's result) is computed once, in the pass that
+    finds the minimum and maximum, and kept (in memory when it fits the budget, else in a scratch
+    store): the histogram and every later operation on ``image`` read it instead of recomputing it.
     """
     from skimage.filters import threshold_otsu as otsu_from_histogram
 
@@ -745,7 +747,7 @@ def threshold_otsu(image, nbins=256):
         raise ValueError(f"nbins={nbins!r} must be a whole number >= 1")
     if x.size == 0:
         raise ValueError("threshold_otsu needs a non-empty image")
-    low, high = dask.compute(x.min(), x.max())
+    x, (low, high) = materialise(x, lambda a: (a.min(), a.max()))
     low, high = _host_scalar(low), _host_scalar(high)
     if low == high:  # scikit-image returns the single value
         return low
@@ -785,6 +787,7 @@ def threshold(image, value_or_method="otsu"):
                 f"{', '.join(map(repr, THRESHOLD_METHODS))}"
             )
         value = THRESHOLD_METHODS[value_or_method](x)
+        x = as_dask(x)  # the method computed x once and kept it: threshold what it kept
     elif isinstance(value_or_method, (int, float, np.number)) and not isinstance(value_or_method, bool):
         if not math.isfinite(float(value_or_method)):
             raise ValueError(f"value_or_method={value_or_method!r} must be a finite number or a method name")
