@@ -270,6 +270,19 @@ def rewrite_one_chunk(path, values):
     z[: z.chunks[0], : z.chunks[1]] = values[: z.chunks[0], : z.chunks[1]]
 
 
+def rewriting_on_first_call(source, values, then):
+    """``then`` on each tile, rewriting a chunk of ``source`` (another program) before the first call."""
+    calls = []
+
+    def tile_function(tile):
+        if not calls:
+            rewrite_one_chunk(source, values)
+        calls.append(1)
+        return then(tile)
+
+    return tile_function
+
+
 def interrupted(save, disk_full_after, after=2):
     """Run ``save`` until its tile writes fail as a full disk would, leaving a partial store."""
     disk_full_after(after)
@@ -342,14 +355,7 @@ def test_ome_zarr_pyramid_resume_after_an_input_chunk_changed_is_refused(tmp_pat
 def test_an_input_that_changes_during_the_save_is_an_error_and_nothing_is_written(tmp_path, image):
     source, target = tmp_path / "in.zarr", tmp_path / "out.zarr"
     zarr.create_array(str(source), shape=image.shape, chunks=(32, 40), dtype=image.dtype)[:] = image
-    calls = []
-
-    def meddling(tile):
-        if not calls:  # another program rewrites a chunk while the job reads the input
-            rewrite_one_chunk(source, image * 2)
-        calls.append(1)
-        return tile
-
+    meddling = rewriting_on_first_call(source, image * 2, lambda tile: tile)
     result = gt.map_tiles(meddling, gt.open(source), tile_shape=(32, 40), tiles_in_flight=1)
     with pytest.raises(gt.InputChangedError, match="in.zarr' changed while"):
         gt.save(result, target, resume=True)
@@ -360,14 +366,7 @@ def test_a_mask_that_changes_while_it_is_labelled_is_an_error(tmp_path):
     mask = (np.random.default_rng(4).random((64, 64)) > 0.55).astype(np.uint8)
     source = tmp_path / "mask.zarr"
     zarr.create_array(str(source), shape=mask.shape, chunks=(16, 16), dtype=mask.dtype)[:] = mask
-    calls = []
-
-    def meddling(tile):
-        if not calls:
-            rewrite_one_chunk(source, 1 - mask)
-        calls.append(1)
-        return tile
-
+    meddling = rewriting_on_first_call(source, 1 - mask, lambda tile: tile)
     with pytest.raises(gt.InputChangedError, match="while it was being labelled"):
         gt.label(gt.map_tiles(meddling, gt.open(source), tile_shape=(16, 16)), tile_shape=(16, 16))
 
@@ -462,13 +461,6 @@ def test_an_image_that_changes_while_map_labels_segments_it_is_an_error(tmp_path
     image = (np.random.default_rng(4).random((64, 64)) > 0.55).astype(np.uint8)
     source = tmp_path / "img.zarr"
     zarr.create_array(str(source), shape=image.shape, chunks=(16, 16), dtype=image.dtype)[:] = image
-    calls = []
-
-    def segment(window):
-        if not calls:
-            rewrite_one_chunk(source, 1 - image)
-        calls.append(1)
-        return ndi.label(window)[0]
-
+    segment = rewriting_on_first_call(source, 1 - image, lambda window: ndi.label(window)[0])
     with pytest.raises(gt.InputChangedError, match="while it was being segmented"):
         gt.map_labels(segment, gt.open(source), halo=2, tile_shape=(16, 16))
