@@ -34,8 +34,13 @@ import dask
 import numpy as np
 
 import gpu_tiler as gt
-from gpu_tiler.data import (MANDELBROT_CENTER, mandelbrot_frame, mandelbrot_pixels,
-                            mandelbrot_scale, mandelbrot_stack)
+from gpu_tiler.data import (
+    MANDELBROT_CENTER,
+    mandelbrot_frame,
+    mandelbrot_pixels,
+    mandelbrot_scale,
+    mandelbrot_stack,
+)
 
 
 def to_numpy(array):

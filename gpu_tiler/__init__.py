@@ -1,24 +1,33 @@
 """gpu_tiler: process images larger than memory tile by tile, exactly, on GPUs or CPUs."""
-from ._backends import chunk_backend as backend_of
-from ._backends import get_backend, resolve_backend
-from ._claim import OutputInUseError, claim_output
-from ._cluster import cluster
-from ._config import config, parse_budget
-from ._devices import Device, devices
-from ._engine import map_tiles
-from ._registry import plan_of
-from .filters import *  # noqa: F403 - every public filter, as gt.<name>
-from .filters import __all__ as _filters_all
-from . import filters
-from ._io import InputChangedError, ResumeRefusedError, open, save
-from ._margin import MarginReport, find_margin
-from .labels import label, map_labels
-from ._ome import ImageMetadata, metadata_of
-from . import measure
-from .measure import regionprops
-from ._planning import TilePlan, plan_tiles
-from . import transforms
-from .transforms import affine_transform, deskew, map_coordinates, rotate, shift, zoom
+from gpu_tiler._backends import chunk_backend as backend_of
+from gpu_tiler._backends import get_backend, resolve_backend
+from gpu_tiler._io.claim import OutputInUseError, claim_output
+from gpu_tiler._execution.cluster import cluster
+from gpu_tiler._config import config, parse_budget
+from gpu_tiler._devices import Device, devices
+from gpu_tiler._engine.tiles import map_tiles
+from gpu_tiler._registry import plan_of
+from gpu_tiler.filters import *  # noqa: F403 - every public filter, as gt.<name>
+from gpu_tiler.filters import __all__ as _filters_all
+from gpu_tiler import filters
+from gpu_tiler._io.sources import InputChangedError, open
+from gpu_tiler._io.sinks import ResumeRefusedError, save
+from gpu_tiler._tools.margin import MarginReport, find_margin
+from gpu_tiler.labels import label, map_labels
+from gpu_tiler._io.ome import ImageMetadata
+from gpu_tiler._registry import metadata_of
+from gpu_tiler import measure
+from gpu_tiler.measure import regionprops
+from gpu_tiler._planning.plan import TilePlan, plan_tiles
+from gpu_tiler import transforms
+from gpu_tiler.transforms import (
+    affine_transform,
+    deskew,
+    map_coordinates,
+    rotate,
+    shift,
+    zoom,
+)
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
 """``python -m gpu_tiler`` runs the command line."""
 import sys
 
-from .cli import main
+from gpu_tiler.cli import main
 
 sys.exit(main())

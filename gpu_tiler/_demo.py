@@ -14,9 +14,8 @@ import numpy as np
 import scipy.ndimage as ndi
 
 import gpu_tiler as gt
-
-from ._preview import preview
-from .data import nuclei
+from gpu_tiler._tools.preview import preview
+from gpu_tiler.data import nuclei
 
 BUDGET = "64MiB"
 

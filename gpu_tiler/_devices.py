@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 import psutil
 
-from ._config import DEFAULT_GPU_FRACTION, DEFAULT_HOST_FRACTION, get_setting, parse_budget
+from gpu_tiler._config import (
+    DEFAULT_GPU_FRACTION,
+    DEFAULT_HOST_FRACTION,
+    get_setting,
+    parse_budget,
+)
 
 
 @dataclass(frozen=True)

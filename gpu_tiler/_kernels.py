@@ -1,4 +1,4 @@
-"""Kernel sources (``kernels/`` in a source checkout, ``gpu_tiler/kernels`` in a wheel), and their host C
+"""Kernel sources (``gpu_tiler/kernels``), and their host C
 builds: compiled by the system C compiler into a cached shared library, loaded with ctypes."""
 from __future__ import annotations
 
@@ -18,17 +18,12 @@ from pathlib import Path
 
 @functools.lru_cache(maxsize=None)
 def kernel_dir() -> Path:
-    """The folder holding the kernel sources (``.h``, ``.cu``/``.cl`` shared sources)."""
-    packaged = resources.files("gpu_tiler") / "kernels"
-    if packaged.is_dir():
-        return Path(str(packaged))
-    checkout = Path(__file__).resolve().parent.parent / "kernels"
-    if checkout.is_dir():
-        return checkout
-    raise FileNotFoundError(
-        "gpu_tiler's kernel sources are missing: neither gpu_tiler/kernels (installed wheel) nor "
-        f"{checkout} (source checkout) exists; reinstall gpu_tiler"
-    )
+    """The folder holding the kernel sources (``.h`` shared by CUDA, OpenCL and C): ``gpu_tiler/kernels``, in a
+    checkout and in an installed wheel alike."""
+    folder = Path(str(resources.files("gpu_tiler") / "kernels"))
+    if not folder.is_dir():
+        raise FileNotFoundError(f"gpu_tiler's kernel sources are missing ({folder} does not exist); reinstall gpu_tiler")
+    return folder
 
 
 @functools.lru_cache(maxsize=None)

@@ -14,20 +14,34 @@ SciPy's own definition (a dilation from the border within the background, until 
 """
 from __future__ import annotations
 
-import numbers
 import operator
 from functools import partial
 
 import numpy as np
 
-from ._backends import chunk_backend, to_numpy
-from ._chain import Operation, Step, _call_ndimage, apply_operation, deliver, output_target
-from ._checks import check_image, check_structure, expand_array, normalize_axes, normalize_origin, on_axes, reach, \
-    _per_axis
-from ._engine import map_tiles
-from ._errors import ParameterRuntimeError, ParameterTypeError
-from ._io import as_dask
-from .labels import label
+from gpu_tiler._backends import chunk_backend, to_numpy
+from gpu_tiler._engine.chain import (
+    Operation,
+    Step,
+    _call_ndimage,
+    apply_operation,
+    deliver,
+    output_target,
+)
+from gpu_tiler._engine.tiles import map_tiles
+from gpu_tiler._errors import ParameterRuntimeError, ParameterTypeError
+from gpu_tiler._io.sources import as_dask
+from gpu_tiler._planning.checks import (
+    _per_axis,
+    check_image,
+    check_structure,
+    expand_array,
+    normalize_axes,
+    normalize_origin,
+    on_axes,
+    reach,
+)
+from gpu_tiler.labels import label
 
 #: Iterations per tiled round when iterating until stable (each round: one pass, halo this many reaches).
 ROUND_ITERATIONS = 16

@@ -23,17 +23,17 @@ from pathlib import Path
 import numpy as np
 
 import gpu_tiler as gt
-
-from . import filters
-from ._backends import cupy_problem
-from ._config import BACKENDS
-from ._cluster import describe_workers
-from ._demo import run_demo
-from ._execute import active_client
-from ._halo import MODES
-from ._preview import preview
-from .data import nuclei
-from .labels._merge import MERGERS, get_merger
+from gpu_tiler import filters
+from gpu_tiler._backends import cupy_problem
+from gpu_tiler._config import BACKENDS
+from gpu_tiler._execution.bounded import active_client
+from gpu_tiler._execution.cluster import describe_workers
+from gpu_tiler._io.sinks import check_label_output
+from gpu_tiler._planning.halo import MODES
+from gpu_tiler._demo import run_demo
+from gpu_tiler._tools.preview import preview
+from gpu_tiler.data import nuclei
+from gpu_tiler.labels._merge import MERGERS, get_merger
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -411,7 +411,6 @@ def cmd_label(args):
     image = _open(args.input)
     _check_output(args.output, args.overwrite)
     if args.pyramid or args.ngff or args.out_format == "ome-zarr":  # into IMAGE/labels/NAME: IMAGE's version
-        from ._io import check_label_output
 
         try:
             check_label_output(args.output, NGFF_ZARR_FORMAT.get(args.ngff))

@@ -18,11 +18,31 @@ import math
 import numbers
 from functools import partial
 
-
 import numpy as np
 
-from ._chain import Operation, Step, apply_operation, deliver, ndimage_step, output_target, run_on_window
-from ._checks import (
+from gpu_tiler._backends import chunk_backend, resolve_backend, to_numpy
+from gpu_tiler._engine.chain import (
+    Operation,
+    Step,
+    apply_operation,
+    deliver,
+    ndimage_step,
+    output_target,
+    run_on_window,
+)
+from gpu_tiler._engine.materialise import materialise
+from gpu_tiler._engine.tiles import map_tiles
+from gpu_tiler._errors import ParameterRuntimeError, ParameterTypeError
+from gpu_tiler._io.ome import physical_to_pixels
+from gpu_tiler._io.sources import as_dask
+from gpu_tiler._morphology import (
+    binary_closing,
+    binary_dilation,
+    binary_erosion,
+    binary_fill_holes,
+    binary_opening,
+)
+from gpu_tiler._planning.checks import (
     _per_axis,
     check_footprint,
     check_image,
@@ -40,13 +60,7 @@ from ._checks import (
     reach,
     reach_1d,
 )
-from ._errors import ParameterRuntimeError, ParameterTypeError
-from ._backends import chunk_backend, resolve_backend, to_numpy
-from ._engine import map_tiles
-from ._materialise import materialise
-from ._io import as_dask
-from ._morphology import binary_closing, binary_dilation, binary_erosion, binary_fill_holes, binary_opening
-from ._ome import metadata_of, physical_to_pixels
+from gpu_tiler._registry import metadata_of
 
 __all__ = [
     "binary_closing", "binary_dilation", "binary_erosion", "binary_fill_holes", "binary_opening", "black_tophat", "convolve", "convolve1d", "correlate", "correlate1d", "difference_of_gaussians", "gaussian",

@@ -15,7 +15,14 @@ from __future__ import annotations
 
 import contextlib
 
-from ._backends._standin import LEDGER, STANDIN, DeviceArray, Ledger, OutOfMemoryError, StandInBackend
+from gpu_tiler._backends._standin import (
+    LEDGER,
+    STANDIN,
+    DeviceArray,
+    Ledger,
+    OutOfMemoryError,
+    StandInBackend,
+)
 
 __all__ = ["DeviceArray", "LEDGER", "Ledger", "OutOfMemoryError", "STANDIN", "StandInBackend", "standin_device"]
 

@@ -26,9 +26,10 @@ import warnings
 import dask.array as da
 import numpy as np
 
-from ._backends import chunk_backend
-from ._engine import map_regions
-from ._io import as_dask
+from gpu_tiler._backends import chunk_backend
+from gpu_tiler._engine.regions import map_regions
+from gpu_tiler._io.sources import as_dask
+from gpu_tiler._planning.plan import _resolve_budget
 
 MODES = ("constant", "grid-constant", "nearest", "reflect", "grid-mirror", "mirror", "wrap", "grid-wrap")
 _WHOLE_AXIS_MODES = ("mirror", "reflect", "wrap", "grid-wrap")  # reach folds back into the image
@@ -323,7 +324,9 @@ def rotate(image, angle, axes=(1, 0), reshape=True, output=None, order=3, mode="
            *, budget=None, tile_shape=None, backend=None) -> da.Array:
     """``scipy.ndimage.rotate`` out of core: ``angle`` degrees in the plane of ``axes``; with ``reshape``
     the output holds the whole rotated image. In 3-D and more, every plane rotates alike (one affine)."""
-    from scipy import special  # graph construction only: SciPy's own degree cosine, for SciPy's matrix
+    from scipy import (
+        special,  # graph construction only: SciPy's own degree cosine, for SciPy's matrix
+    )
 
     x = as_dask(image)
     order, mode, cval, out_dtype = _check_common(x, order, mode, cval, output)
@@ -374,7 +377,6 @@ def map_coordinates(image, coordinates, output=None, order=3, mode="constant", c
         raise TypeError("coordinates must be real numbers")
     output_shape = coords.shape[1:]
     coords = coords.rechunk({0: x.ndim})
-    from ._planning import _resolve_budget
 
     budget_bytes, _ = _resolve_budget(budget, backend)
     while True:

@@ -18,7 +18,7 @@ def image():
 def test_cluster_starts_a_cpu_cluster_that_our_functions_use(image):
     with gt.cluster(2, gpus=False) as client:
         assert len(client.scheduler_info()["workers"]) == 2
-        from gpu_tiler._execute import active_client
+        from gpu_tiler._execution.bounded import active_client
 
         assert active_client() is client
         out = gt.gaussian(gt.open(image, chunks=64), 2.0).compute()

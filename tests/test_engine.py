@@ -7,7 +7,7 @@ import pytest
 import scipy.ndimage as ndi
 
 import gpu_tiler as gt
-from gpu_tiler._halo import MODES, source_indices
+from gpu_tiler._planning.halo import MODES, source_indices
 
 SCIPY_MODES = ["reflect", "mirror", "nearest", "wrap", "constant"]
 

@@ -11,8 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpu_tiler.data import (MANDELBROT_CENTER, mandelbrot_frame, mandelbrot_pixels,
-                            mandelbrot_scale, mandelbrot_stack)
+from gpu_tiler.data import (
+    MANDELBROT_CENTER,
+    mandelbrot_frame,
+    mandelbrot_pixels,
+    mandelbrot_scale,
+    mandelbrot_stack,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "mandelbrot_first_uniform.py"

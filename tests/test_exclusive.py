@@ -20,8 +20,8 @@ import scipy.ndimage as ndi
 import zarr
 
 import gpu_tiler as gt
-from gpu_tiler._claim import lock_path
-from gpu_tiler._io import DONE_LOG, MANIFEST, SaveError
+from gpu_tiler._io.claim import lock_path
+from gpu_tiler._io.sinks import DONE_LOG, MANIFEST, SaveError
 
 ENV = dict(os.environ, GPU_TILER_BACKEND="numpy")
 
@@ -241,7 +241,7 @@ def test_two_label_images_into_one_image_at_once_both_are_listed(tmp_path):
         """
         import sys
         import gpu_tiler as gt
-        from gpu_tiler import _io
+        from gpu_tiler._io import sinks as _io
         original = _io._add_label_name
 
         def slow(*args):  # widen the read-modify-write window of the labels list
@@ -410,7 +410,7 @@ def test_resume_after_an_importable_function_was_edited_is_refused(tmp_path, ima
     (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(
         """
         import os
-        from gpu_tiler import _io
+        from gpu_tiler._io import sinks as _io
         writer = _io._TileWriter.__call__
         def dying(self, index, block):
             if index[0] >= 2:

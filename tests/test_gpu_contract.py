@@ -146,7 +146,7 @@ def test_save_and_an_ome_zarr_pyramid_of_device_chunks(tmp_path, backend_name):
 def test_preview_and_find_margin_of_device_chunks(tmp_path, backend_name):
     image = np.random.default_rng(5).random((64, 64)).astype(np.float32)
     x = on_backend(image, 32, backend_name)
-    from gpu_tiler._preview import preview
+    from gpu_tiler._tools.preview import preview
 
     path = preview(x, tmp_path / "p.png", labels=gt.label(gt.threshold(x, 0.5))[0])
     assert path.stat().st_size > 0

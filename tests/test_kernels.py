@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 
 from gpu_tiler._kernels import (
-    HostBuildError, build_host_library, host_compiler, kernel_dir, read_kernel,
+    HostBuildError,
+    build_host_library,
+    host_compiler,
+    kernel_dir,
+    read_kernel,
 )
 from gpu_tiler.labels._merge import c_problem
 

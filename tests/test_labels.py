@@ -20,7 +20,12 @@ import scipy.ndimage as ndi
 import gpu_tiler as gt
 from gpu_tiler._kernels import kernel_dir
 from gpu_tiler.labels import label
-from gpu_tiler.labels._merge import CUnionFind, get_merger, kernel_source, merger_problem
+from gpu_tiler.labels._merge import (
+    CUnionFind,
+    get_merger,
+    kernel_source,
+    merger_problem,
+)
 
 
 def expected(image, connectivity=1, structure=None):
@@ -573,7 +578,7 @@ def test_numbering_is_raster_order_of_first_voxels_for_many_tilings():
 def test_saving_labels_resumes_after_a_failed_write(tmp_path, disk_full_after):
     # the labels are named by their input and parameters, so a later label() of the same image is the
     # same job for save(resume=True): finished tiles are kept, only the others are written
-    from gpu_tiler._io import DONE_LOG, SaveError
+    from gpu_tiler._io.sinks import DONE_LOG, SaveError
 
     image = blobs((96, 80), fraction=0.5, seed=5)
     want, n_want = expected(image)

@@ -14,7 +14,12 @@ from skimage.measure import regionprops_table
 
 import gpu_tiler
 from gpu_tiler._backends import NUMPY, get_backend
-from gpu_tiler.measure import DEFAULT_PROPERTIES, SUPPORTED_PROPERTIES, plan_measure, regionprops
+from gpu_tiler.measure import (
+    DEFAULT_PROPERTIES,
+    SUPPORTED_PROPERTIES,
+    plan_measure,
+    regionprops,
+)
 from gpu_tiler.measure._partials import Merger, Plan, tile_partial
 from gpu_tiler.measure._properties import partials_of, table
 

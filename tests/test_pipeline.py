@@ -11,7 +11,7 @@ import skimage.filters
 import skimage.measure
 
 import gpu_tiler as gt
-from gpu_tiler._materialise import explain
+from gpu_tiler._engine.materialise import explain
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import gpu_tiler as gt
-from gpu_tiler._planning import tile_bytes
+from gpu_tiler._planning.plan import tile_bytes
 
 MiB = 2**20
 

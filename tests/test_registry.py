@@ -7,7 +7,7 @@ import scipy.ndimage as ndi
 import zarr
 
 import gpu_tiler as gt
-from gpu_tiler._io import DONE_LOG, SaveError
+from gpu_tiler._io.sinks import DONE_LOG, SaveError
 from gpu_tiler._registry import _records as records
 
 
@@ -27,7 +27,7 @@ def test_more_than_2000_arrays_later_a_resume_of_the_first_is_the_same_job(tmp_p
     written = (tmp_path / ".lab.zarr.partial" / DONE_LOG).read_text().splitlines()
     assert len(written) == 4
     calls = []
-    from gpu_tiler._io import _TileWriter
+    from gpu_tiler._io.sinks import _TileWriter
 
     original = _TileWriter.__call__
 

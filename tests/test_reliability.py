@@ -14,7 +14,8 @@ import scipy.ndimage as ndi
 import zarr
 
 import gpu_tiler as gt
-from gpu_tiler._io import DONE_LOG, MANIFEST, ChunkReadError, SaveError
+from gpu_tiler._io.sinks import DONE_LOG, MANIFEST, SaveError
+from gpu_tiler._io.sources import ChunkReadError
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def test_out_of_memory_splits_the_tile_and_the_result_is_unchanged(image):
 
 def test_out_of_memory_split_works_for_fused_filter_chains(image):
     import gpu_tiler.filters as F
-    from gpu_tiler import _chain
+    from gpu_tiler._engine import chain as _chain
 
     calls = []
     original = _chain.run_step

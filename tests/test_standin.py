@@ -6,8 +6,18 @@ import pytest
 import scipy.ndimage as ndi
 
 import gpu_tiler as gt
-from gpu_tiler._backends import chunk_backend, get_backend, namespace_of, to_numpy
-from gpu_tiler.testing import STANDIN, DeviceArray, OutOfMemoryError, standin_device
+from gpu_tiler._backends import (
+    chunk_backend,
+    get_backend,
+    namespace_of,
+    to_numpy,
+)
+from gpu_tiler.testing import (
+    STANDIN,
+    DeviceArray,
+    OutOfMemoryError,
+    standin_device,
+)
 
 
 @pytest.fixture

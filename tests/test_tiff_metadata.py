@@ -105,8 +105,8 @@ def test_unreadable_or_unitless_metadata_opens_without_pixel_sizes(tmp_path):
 def test_saving_in_ngff_order_keeps_the_plan_and_names_the_transposed_job(tmp_path, disk_full_after, monkeypatch):
     import json
 
-    import gpu_tiler._io as io
-    from gpu_tiler._io import MANIFEST, SaveError
+    import gpu_tiler._io.sinks as io
+    from gpu_tiler._io.sinks import MANIFEST, SaveError
 
     stack = np.random.default_rng(5).integers(0, 4000, (2, 4, 3, 40, 30)).astype(np.uint16)
     path = tmp_path / "hyper.tif"

@@ -169,7 +169,7 @@ def test_planning_fits_the_budget_and_map_regions_is_general():
     assert plan.peak_bytes <= 2 * 2**20 and plan.n_tiles > 1
     np.testing.assert_array_equal(out.compute(), ndi.affine_transform(img, rot, order=1))
     # the engine mechanism itself: a flip whose source window is the mirrored box
-    from gpu_tiler._engine import map_regions
+    from gpu_tiler._engine.regions import map_regions
 
     flipped = map_regions(lambda w, out_box, src_box: w[::-1], img[:, 0, 0].copy(),
                           lambda box: ((64 - box[0][1], 64 - box[0][0]),), output_shape=(64,), tile_shape=(10,))

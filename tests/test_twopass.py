@@ -6,7 +6,13 @@ import pytest
 from gpu_tiler._backends import get_backend
 from gpu_tiler.labels._tiles import TileGrid
 from gpu_tiler.labels._twopass import (
-    PersistedTiles, ScratchTiles, TilesInGraph, keeps_in_memory, number_objects, pass2, run_pass1,
+    PersistedTiles,
+    ScratchTiles,
+    TilesInGraph,
+    keeps_in_memory,
+    number_objects,
+    pass2,
+    run_pass1,
 )
 from gpu_tiler.labels._merge import get_merger
 

@@ -11,11 +11,11 @@ import functools
 import numpy as np
 from dask.utils import Dispatch
 
-from .._config import get_setting
-from .._devices import cupy_problem
-from ._cupy import CupyBackend
-from ._numpy import NumpyBackend
-from ._standin import STANDIN, DeviceArray
+from gpu_tiler._backends._cupy import CupyBackend
+from gpu_tiler._backends._numpy import NumpyBackend
+from gpu_tiler._backends._standin import STANDIN, DeviceArray
+from gpu_tiler._config import get_setting
+from gpu_tiler._devices import cupy_problem
 
 NUMPY = NumpyBackend()
 

@@ -1,7 +1,7 @@
 """The CuPy backend: CuPy arrays, cupyx.scipy.ndimage, cuCIM where installed; runs on a CUDA GPU."""
 from __future__ import annotations
 
-from .._devices import cuda_devices
+from gpu_tiler._devices import cuda_devices
 
 
 class CupyBackend:

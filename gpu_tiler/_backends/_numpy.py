@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._devices import host_device
+from gpu_tiler._devices import host_device
 
 
 class NumpyBackend:

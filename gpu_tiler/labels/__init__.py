@@ -12,8 +12,8 @@ Both run the same two passes (``_twopass``): where the local labels wait between
 persisted on a cluster, or in a scratch store), running pass 1, handing its summaries to the merge,
 and pass 2 through one local-labels interface whose ``task(index, lookup)`` maps one tile.
 """
-from ._label import label
-from ._merge import MERGERS, get_merger
-from ._stitch import map_labels
+from gpu_tiler.labels._label import label
+from gpu_tiler.labels._merge import MERGERS, get_merger
+from gpu_tiler.labels._stitch import map_labels
 
 __all__ = ["MERGERS", "get_merger", "label", "map_labels"]

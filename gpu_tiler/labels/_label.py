@@ -31,18 +31,30 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from .._backends import namespace_of, resolve_backend
-from .._engine import as_dask
-from .._io import check_unchanged, remember_job_name
-from .._provenance import stamps_of
-from ._equivalences import border_pairs
-from ._merge import merger_for
-from ._structure import connected_axes, neighbour_offsets, normalize_structure
-from ._tiles import TileGrid, label_and_summarise
-from ._tiling import tiles_for
-from ._twopass import TAKE_SLAB as _TAKE_SLAB
-from ._twopass import (
-    LocalTile, check_scratch, keeps_in_memory, labels_to_host, number_objects, pass2, result_dtype, run_pass1,
+from gpu_tiler._backends import namespace_of, resolve_backend
+from gpu_tiler._io.ome import attach_metadata
+from gpu_tiler._io.provenance import stamps_of
+from gpu_tiler._io.sources import as_dask, check_unchanged, remember_job_name
+from gpu_tiler._registry import metadata_of
+from gpu_tiler.labels._equivalences import border_pairs
+from gpu_tiler.labels._merge import merger_for
+from gpu_tiler.labels._structure import (
+    connected_axes,
+    neighbour_offsets,
+    normalize_structure,
+)
+from gpu_tiler.labels._tiles import TileGrid, label_and_summarise
+from gpu_tiler.labels._tiling import tiles_for
+from gpu_tiler.labels._twopass import TAKE_SLAB as _TAKE_SLAB
+from gpu_tiler.labels._twopass import (
+    LocalTile,
+    check_scratch,
+    keeps_in_memory,
+    labels_to_host,
+    number_objects,
+    pass2,
+    result_dtype,
+    run_pass1,
 )
 
 
@@ -229,7 +241,6 @@ def label(
     """
     x = as_dask(image)
     _check_image(x)
-    from .._ome import attach_metadata, metadata_of
 
     axes_and_sizes = metadata_of(x)  # the labels keep the image's axes and pixel sizes
     struct = normalize_structure(x.ndim, connectivity, structure)

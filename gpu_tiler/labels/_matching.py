@@ -17,8 +17,8 @@ import numpy as np
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
-from .._backends import namespace_of, to_numpy
-from ._tiles import TileGrid, face_dtype, local_label_dtype
+from gpu_tiler._backends import namespace_of, to_numpy
+from gpu_tiler.labels._tiles import TileGrid, face_dtype, local_label_dtype
 
 #: Ids are used directly as indices (bincount, scatter-min) while they are >= 0 and at most this
 #: many times the core's voxels (plus a constant); larger or negative ids are compressed first.

@@ -6,7 +6,7 @@ answer is that canonical minimum, every implementation returns the same array fo
 
 - ``"numpy"``:  vectorised on the host: rounds of min-hooking (``np.minimum.at``) and pointer jumping,
   dropping each pair once its two nodes share a root;
-- ``"cuda"``:   the kernels of ``kernels/union_find.h`` on a CUDA GPU through CuPy (``RawModule``,
+- ``"cuda"``:   the kernels of ``gpu_tiler/kernels/union_find.h`` on a CUDA GPU through CuPy (``RawModule``,
   compiled once per device and index width); CuPy arrays in and out, the merge never leaves the device;
 - ``"opencl"``: the same kernel source through pyopencl (any OpenCL device, e.g. PoCL on the CPU);
   host arrays in and out;
@@ -30,7 +30,7 @@ import warnings
 
 import numpy as np
 
-from .._kernels import kernel_dir, load_host_library, read_kernel
+from gpu_tiler._kernels import kernel_dir, load_host_library, read_kernel
 
 KERNEL_FILE = "union_find.h"
 HOST_KERNEL_FILE = "union_find_host.c"
@@ -76,6 +76,7 @@ class NumpyUnionFind:
     """Vectorised union-find on the host (NumPy arrays in and out)."""
 
     name = "numpy"
+    on_device = False  #: whether roots() takes and returns device (CuPy) arrays
 
     def roots(self, first, second, n_nodes: int) -> np.ndarray:
         first, second, dtype, parent = _host_start(first, second, n_nodes)
@@ -129,6 +130,7 @@ class CudaUnionFind(_KernelUnionFind):
     """Union-find on the current CUDA device (CuPy arrays in and out)."""
 
     name = "cuda"
+    on_device = True  #: whether roots() takes and returns device (CuPy) arrays
     threads = 256
 
     def roots(self, first, second, n_nodes: int):
@@ -220,6 +222,7 @@ class OpenCLUnionFind(_KernelUnionFind):
     """Union-find on an OpenCL device through pyopencl (host arrays in and out)."""
 
     name = "opencl"
+    on_device = False  #: whether roots() takes and returns device (CuPy) arrays
 
     def roots(self, first, second, n_nodes: int) -> np.ndarray:
         import pyopencl as cl
@@ -300,6 +303,7 @@ class CUnionFind(_KernelUnionFind):
     2048 items at most)."""
 
     name = "c"
+    on_device = False  #: whether roots() takes and returns device (CuPy) arrays
 
     def __init__(self, threads: int | None = None):
         if threads is not None and not 1 <= int(threads) <= 256:
@@ -367,10 +371,10 @@ def merger_for(backend, name: str | None = None):
     """The merger to use on ``backend``: ``name`` if given (one of ``CHOICES``), else CUDA on CuPy and NumPy on
     the host. ``"auto"``: CUDA on CuPy; on the host OpenCL, C or NumPy, the first that works here."""
     if name is None:
-        name = "cuda" if backend.name == "cupy" else "numpy"
+        name = backend.default_merger
     if name == "auto":
-        name = "cuda" if backend.name == "cupy" else _auto_host_merger()
-    if name == "cuda" and backend.name != "cupy":
+        name = "cuda" if backend.default_merger == "cuda" else _auto_host_merger()
+    if name == "cuda" and backend.default_merger != "cuda":
         raise ValueError("merger 'cuda' needs the CuPy backend (backend='cupy'); use 'numpy', 'c' or 'opencl' here")
     if name == "opencl":
         problem = opencl_problem()

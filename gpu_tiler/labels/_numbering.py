@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpu_tiler._backends import get_backend, to_numpy
+
 
 def _stable_argsort(xp, keys):
     if xp is np:
@@ -48,15 +50,13 @@ def number_pieces(xp, order_keys, first, second, merger):
 
 def _roots_on(xp, merger, first, second, n_nodes):
     """Run ``merger`` on ``xp`` arrays, moving them only when the merger lives on the other side."""
-    on_device = merger.name == "cuda"
-    if on_device == (xp is not np):
+    if merger.on_device == (xp is not np):
         return merger.roots(first, second, n_nodes)
-    if on_device:
-        import cupy
-
-        return cupy.asnumpy(merger.roots(cupy.asarray(first), cupy.asarray(second), n_nodes))
-    # CuPy arrays and a host merger, asked for explicitly: a round trip through the host
-    return xp.asarray(merger.roots(first.get(), second.get(), n_nodes))
+    if merger.on_device:  # host arrays, a merger on the GPU
+        gpu = get_backend("cupy")
+        return gpu.to_host(merger.roots(gpu.to_backend(first), gpu.to_backend(second), n_nodes))
+    # device arrays and a host merger, asked for explicitly: a round trip through the host
+    return xp.asarray(merger.roots(to_numpy(first), to_numpy(second), n_nodes))
 
 
 __all__ = ["number_pieces"]

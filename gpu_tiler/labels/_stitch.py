@@ -72,17 +72,30 @@ import uuid
 import dask.array as da
 import numpy as np
 
-from .._backends import resolve_backend
-from .._engine import _fit_chunks, as_dask, windows
-from .._halo import normalize_modes
-from .._io import check_unchanged
-from .._planning import normalize_halo, plan_tiles
-from .._provenance import stamps_of
-from ._matching import StitchSummary, match_all, matched_pairs, matched_pieces, summarise_window
-from ._merge import merger_for
-from ._tiles import TileGrid
-from ._twopass import check_scratch, keeps_in_memory, labels_to_host, number_objects, pass2, result_dtype, run_pass1
-
+from gpu_tiler._backends import resolve_backend
+from gpu_tiler._engine.tiles import _fit_chunks, windows
+from gpu_tiler._io.provenance import stamps_of
+from gpu_tiler._io.sources import as_dask, check_unchanged
+from gpu_tiler._planning.halo import normalize_modes
+from gpu_tiler._planning.plan import normalize_halo, plan_tiles
+from gpu_tiler.labels._matching import (
+    StitchSummary,
+    match_all,
+    matched_pairs,
+    matched_pieces,
+    summarise_window,
+)
+from gpu_tiler.labels._merge import merger_for
+from gpu_tiler.labels._tiles import TileGrid
+from gpu_tiler.labels._twopass import (
+    check_scratch,
+    keeps_in_memory,
+    labels_to_host,
+    number_objects,
+    pass2,
+    result_dtype,
+    run_pass1,
+)
 
 # ------------------------------------------------------------------------------------------------
 # argument checks

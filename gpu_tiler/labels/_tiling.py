@@ -6,8 +6,8 @@ import math
 import dask.array as da
 import numpy as np
 
-from .._planning import default_tiles_in_flight as planned_tiles_in_flight
-from .._planning import plan_tiles
+from gpu_tiler._planning.plan import default_tiles_in_flight as planned_tiles_in_flight
+from gpu_tiler._planning.plan import plan_tiles
 
 #: Bytes per voxel a tile needs while it is labelled and relabelled, besides its source voxels:
 #: local labels, the labeller's own working copy and the output tile.

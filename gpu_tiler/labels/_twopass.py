@@ -33,10 +33,14 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from dask.sizeof import sizeof
 
-from .._execute import active_client, run_bounded, tiles_in_flight_for_chunks
-from ._numbering import number_pieces
-from ._scratch import ScratchLabels
-from ._tiles import TileGrid, local_label_dtype
+from gpu_tiler._execution.bounded import (
+    active_client,
+    run_bounded,
+    tiles_in_flight_for_chunks,
+)
+from gpu_tiler.labels._numbering import number_pieces
+from gpu_tiler.labels._scratch import ScratchLabels
+from gpu_tiler.labels._tiles import TileGrid, local_label_dtype
 
 SCRATCH_CHOICES = ("auto", "memory", "disk")
 #: Voxels mapped per np.take call: np.take converts its whole index array to intp first, so large

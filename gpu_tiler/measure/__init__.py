@@ -13,14 +13,19 @@ import functools
 import dask.array as da
 import numpy as np
 
-from .._backends import resolve_backend
-from .._checks import check_image
-from .._io import as_dask
-from .._execute import run_bounded
-from .._planning import plan_tiles
-from ._partials import Merger, Plan, tile_partial
-from ._properties import (
-    DEFAULT_INTENSITY_PROPERTIES, DEFAULT_PROPERTIES, SUPPORTED_PROPERTIES, normalize_properties, partials_of, table,
+from gpu_tiler._backends import resolve_backend
+from gpu_tiler._execution.bounded import run_bounded
+from gpu_tiler._io.sources import as_dask
+from gpu_tiler._planning.checks import check_image
+from gpu_tiler._planning.plan import plan_tiles
+from gpu_tiler.measure._partials import Merger, Plan, tile_partial
+from gpu_tiler.measure._properties import (
+    DEFAULT_INTENSITY_PROPERTIES,
+    DEFAULT_PROPERTIES,
+    SUPPORTED_PROPERTIES,
+    normalize_properties,
+    partials_of,
+    table,
 )
 
 

@@ -18,8 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from .._backends import get_backend
-from . import _moments
+from gpu_tiler._backends import get_backend
+from gpu_tiler.measure import _moments
 
 #: rows of partial tables merged at once on the host
 MERGE_EVERY = 8

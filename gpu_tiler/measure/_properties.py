@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import _moments
+from gpu_tiler.measure import _moments
 
 
 class Regions:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._backends import namespace_of
-from ._registry import metadata_of, record
+from gpu_tiler._backends import namespace_of
+from gpu_tiler._registry import record
 
 #: length units NGFF names, in metres, for converting physical sigmas
 LENGTH_UNITS = {

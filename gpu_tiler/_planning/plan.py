@@ -8,11 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._backends import get_backend, resolve_backend
-from ._config import get_setting, parse_budget
-from ._devices import devices
-from ._execute import active_client
-
+from gpu_tiler._backends import get_backend, resolve_backend
+from gpu_tiler._config import get_setting, parse_budget
+from gpu_tiler._devices import devices
+from gpu_tiler._execution.bounded import active_client
 
 #: Tiles are cut for parallelism (one per tile in flight) only while they stay at least this long.
 MIN_PARALLEL_TILE = 64

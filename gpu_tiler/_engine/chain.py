@@ -19,12 +19,12 @@ from typing import Callable
 import dask.array as da
 import numpy as np
 
-from ._backends import chunk_backend, to_numpy
-from ._errors import ParameterRuntimeError
-from ._engine import map_tiles
-from ._io import as_dask
-from ._planning import plan_tiles
-from ._registry import info_of, record
+from gpu_tiler._backends import chunk_backend, to_numpy
+from gpu_tiler._engine.tiles import map_tiles
+from gpu_tiler._errors import ParameterRuntimeError
+from gpu_tiler._io.sources import as_dask
+from gpu_tiler._planning.plan import plan_tiles
+from gpu_tiler._registry import info_of, record
 
 _WRAP = ("wrap", "grid-wrap")
 

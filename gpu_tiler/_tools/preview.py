@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._backends import to_numpy
-from ._io import as_dask
+from gpu_tiler._backends import to_numpy
+from gpu_tiler._io.sources import as_dask
 
 
 def label_colours(labels: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._errors import ParameterRuntimeError
+from gpu_tiler._errors import ParameterRuntimeError
 
 #: scipy.ndimage boundary mode -> np.pad mode extending a line the same way
 SCIPY_TO_NUMPY_PAD = {

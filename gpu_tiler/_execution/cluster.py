@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import os
 
-from ._devices import cuda_devices, cupy_problem, devices, host_device
+from gpu_tiler._devices import (
+    cuda_devices,
+    cupy_problem,
+    devices,
+    host_device,
+)
 
 
 class LocalTilerCluster:

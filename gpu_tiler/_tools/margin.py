@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._backends import chunk_backend, get_backend, to_numpy
-from ._engine import map_tiles
-from ._io import as_dask
+from gpu_tiler._backends import chunk_backend, get_backend, to_numpy
+from gpu_tiler._engine.tiles import map_tiles
+from gpu_tiler._io.sources import as_dask
 
 
 @dataclass(frozen=True)

@@ -21,19 +21,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 import tempfile
+import uuid
 import weakref
 
 import dask
 import dask.array as da
 import numpy as np
 
-from ._backends import NUMPY, chunk_backend
-from ._execute import run_bounded, tiles_in_flight_for_chunks
-from ._io import _ChunkReader, _regular_chunks, _TileWriter
-from ._provenance import StoredArray, stamps_of
-from ._registry import info_of, info_of_name, metadata_of, record
+from gpu_tiler._backends import NUMPY, chunk_backend
+from gpu_tiler._execution.bounded import run_bounded, tiles_in_flight_for_chunks
+from gpu_tiler._io.provenance import StoredArray, stamps_of
+from gpu_tiler._io.sinks import _TileWriter
+from gpu_tiler._io.sources import _ChunkReader, _regular_chunks
+from gpu_tiler._registry import (
+    info_of,
+    info_of_name,
+    metadata_of,
+    record,
+)
 
 __all__ = ["explain", "materialise", "needs_computing"]
 

@@ -11,8 +11,8 @@ import operator
 
 import numpy as np
 
-from ._errors import ParameterRuntimeError, ParameterTypeError
-from ._halo import normalize_modes
+from gpu_tiler._errors import ParameterRuntimeError, ParameterTypeError
+from gpu_tiler._planning.halo import normalize_modes
 
 
 def _scalar(value):

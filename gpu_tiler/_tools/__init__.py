@@ -1,0 +1,1 @@
+"""Tools layer: helpers built on the operations (margin finder, previews)."""
