@@ -10,59 +10,73 @@ from __future__ import annotations
 
 import functools
 
+import dask
 import dask.array as da
 import numpy as np
 
-from gpu_tiler._backends import resolve_backend
+from gpu_tiler._backends import get_backend, resolve_backend
 from gpu_tiler._execution.bounded import run_bounded
 from gpu_tiler._io.sources import as_dask
 from gpu_tiler._planning.checks import check_image
 from gpu_tiler._planning.plan import plan_tiles
+from gpu_tiler.measure._crops import CropRequest, Failed, columns as crop_columns, normalize_spacing
 from gpu_tiler.measure._partials import Merger, Plan, tile_partial
 from gpu_tiler.measure._properties import (
-    DEFAULT_INTENSITY_PROPERTIES,
     DEFAULT_PROPERTIES,
+    PROPERTIES,
     SUPPORTED_PROPERTIES,
     normalize_properties,
+    partial_columns,
     partials_of,
-    table,
 )
 
 
-def regionprops(labels, intensity=None, properties=None, *, backend=None, budget=None):
+def regionprops(labels, intensity=None, properties=None, *, extra_properties=None, spacing=None, offset=None,
+                separator="-", backend=None, budget=None):
     """Measure every labelled object of an image larger than memory, tile by tile.
 
     Returns a ``pandas.DataFrame`` with one row per label (sorted by label; voxels labelled 0 or
-    below are background) whose columns are those of
-    ``skimage.measure.regionprops_table(labels, intensity, properties=properties)`` on the whole
-    image, with the same names (``bbox-0``..., ``centroid-1``, ``moments_central-2-0``...) and
-    dtypes, without the whole image ever being in memory.
+    below are background) whose columns are those of ``skimage.measure.regionprops_table(labels,
+    intensity, properties=properties, extra_properties=..., spacing=..., separator=...)`` on the whole
+    image, with the same names (``bbox-0``..., ``centroid-1``, ``moments_central-2-0``...; old names such
+    as ``bbox_area`` too) and dtypes, without the whole image ever being in memory.
 
     ``labels``: an integer label image (dask, zarr, NumPy or CuPy array, or a path gpu_tiler can
-    open). ``intensity``: an image of the same shape. Tiles are planned as :func:`gpu_tiler.map_tiles`
-    plans them, as large as the tiles in flight fit ``budget`` (bytes, ``"2GiB"``, a fraction of free
-    memory; default: the device's budget) on the labels' chunk edges, and run at most that many at a
-    time. Each tile is reduced on its device to a table with one row per label it contains (counts,
-    coordinate sums, bounding boxes, intensity sums and extrema, central moments), which comes to the
-    host at once, where the tables are merged by label, so memory grows with the labels, not the
-    voxels. ``backend``: ``"numpy"``, ``"cupy"`` or None for the configured choice (as in
-    :func:`gpu_tiler.map_tiles`).
+    open). ``intensity``: an image of the same shape, or with one more (last) axis of channels. Tiles are
+    planned as :func:`gpu_tiler.map_tiles` plans them, as large as the tiles in flight fit ``budget``
+    (bytes, ``"2GiB"``, a fraction of free memory; default: the device's budget) on the labels' chunk
+    edges, and run at most that many at a time. ``backend``: ``"numpy"``, ``"cupy"`` or None for the
+    configured choice (as in :func:`gpu_tiler.map_tiles`).
 
-    ``properties`` (default ``label, area, centroid, bbox``, plus ``intensity_mean``,
-    ``intensity_min`` and ``intensity_max`` with an intensity image) may name any of
-    :data:`SUPPORTED_PROPERTIES`. Bit-identical to scikit-image on every CPU, because they are
-    computed from exact integer sums with scikit-image's operations in its order and scalar form
-    (see ``docs/measure.md``): ``label``, ``num_pixels``, ``bbox``, ``area``, ``area_bbox``,
-    ``extent``, ``equivalent_diameter_area``, ``centroid``, ``centroid_local``, the extrema and,
-    for an integer intensity image, ``intensity_mean``, ``centroid_weighted`` and
-    ``centroid_weighted_local``; raw ``moments`` too while they stay below 2**53. Other float
-    columns built from sums (central and weighted moments, inertia tensors, axis lengths, standard
-    deviation, means of float intensities) equal scikit-image's to float64 rounding (about 1e-12
-    relative to the size of the quantity) because the sums are added in another order; for float32
-    intensities scikit-image accumulates ``intensity_mean`` and ``intensity_std`` in float32, so
-    those agree to float32 rounding. Properties that need a whole object at once (``perimeter``,
-    ``solidity``, ``eccentricity``...) are a ``ValueError``.
+    ``properties`` (default ``label, bbox``, as scikit-image) may name any of :data:`SUPPORTED_PROPERTIES`,
+    each measured one of two ways. *From partials*: each tile is reduced on its device to a table with
+    one row per label it contains (counts, coordinate sums, bounding boxes, intensity sums and extrema,
+    moments), which comes to the host at once, where the tables are merged by label. *On crops*: what
+    needs a region whole (``perimeter``, ``euler_number``, ``solidity``, convex and filled images and
+    areas, ``feret_diameter_max``, ``image*``, ``coords*``, ``slice``, ``intensity_median``,
+    ``eccentricity``, ``orientation``, and ``extra_properties``) is measured by scikit-image's own code: a
+    region lying in one tile in that tile's task (on the host), a region crossing tiles once on its
+    bounding-box crop of the labels and intensities; so are the properties a ``spacing`` other than 1
+    changes, and intensity properties of a multichannel image. A crossing region whose crop (with its
+    working copies) exceeds the budget is a ``ValueError`` naming it and the budget it needs.
+
+    ``extra_properties``: functions ``f(region_mask)`` or ``f(region_mask, intensity_crop)``, columns named
+    after the function, as scikit-image. ``spacing``: the voxel size per axis. ``offset``: added to
+    ``coords`` and ``coords_scaled`` (as ``skimage.measure.regionprops(offset=)``). ``separator``: between a
+    property's name and its column's index.
+
+    Exactness (see ``docs/measure.md``): crop properties, integer columns, extrema, ``label``,
+    ``num_pixels``, ``bbox``, ``area``, ``area_bbox``, ``extent``, ``equivalent_diameter_area``,
+    ``centroid``, ``centroid_local`` and, for an integer intensity image, ``intensity_mean``,
+    ``centroid_weighted`` and ``centroid_weighted_local`` are bit-identical to scikit-image on every CPU;
+    raw ``moments`` too while they stay below 2**53. Other float columns built from sums (central,
+    normalized, weighted and Hu moments, inertia tensors, axis lengths, standard deviation, means of float
+    intensities) equal scikit-image's to float64 rounding (about 1e-12 relative to the size of the
+    quantity) because the sums are added in another order; for float32 intensities scikit-image
+    accumulates ``intensity_mean`` and ``intensity_std`` in float32, so those agree to float32 rounding.
     """
+    import pandas as pd
+
     lab = as_dask(labels)
     dtype = np.dtype(lab.dtype)
     if not np.issubdtype(dtype, np.integer):
@@ -72,45 +86,136 @@ def regionprops(labels, intensity=None, properties=None, *, backend=None, budget
         )
     if lab.ndim == 0:
         raise ValueError("labels is 0-d; give a label image with at least one axis")
-    images = [lab]
+    plain, channels = None, None
     if intensity is not None:
         plain = check_image(as_dask(intensity), name="intensity")
-        if plain.shape != lab.shape:
+        if plain.shape[:lab.ndim] != lab.shape or plain.ndim not in (lab.ndim, lab.ndim + 1):
             raise ValueError(
                 f"intensity has shape {plain.shape} but labels has shape {lab.shape}; give an intensity image "
-                f"of the labels' shape (one channel; measure channels one call each)"
+                f"of the labels' shape, or of it with one more (last) axis of channels"
             )
-        images.append(plain)
-    names = normalize_properties(properties, intensity is not None, lab.ndim)
-    plan = Plan(partials_of(names), lab.ndim, None if intensity is None else images[1].dtype)
-    chosen = resolve_backend(*images, backend=backend)
-    tiles = plan_measure(plan, images, budget, chosen)
+        channels = 0 if plain.ndim == lab.ndim else plain.shape[-1]
+    spacing = normalize_spacing(spacing, lab.ndim)
+    offset = _normalize_offset(offset, lab.ndim)
+    requested = normalize_properties(properties, intensity is not None, lab.ndim, spacing=spacing,
+                                     multichannel=bool(channels))
+    request = CropRequest([r.name for r in requested if r.crop], extra_properties, spacing, offset, lab.shape,
+                          channels)
+    # the partials read the intensities only when a property measured from partials needs them
+    partial_intensity = plain if channels == 0 and any(
+        not r.crop and PROPERTIES[r.name].intensity for r in requested) else None
+    plan = Plan(partials_of(requested), lab.ndim, None if partial_intensity is None else plain.dtype,
+                crops=bool(request))
+    chosen = resolve_backend(*[x for x in (lab, plain) if x is not None], backend=backend)
+    images = [lab] + ([plain] if plain is not None and (request or partial_intensity is not None) else [])
+    tiles = plan_measure(plan, images, budget, chosen, request)
+    if len(images) == 1:
+        inputs = (lab.rechunk(tiles.chunks),)
+    elif channels:  # labels get a channel axis of length 1, which dask broadcasts against the intensities'
+        inputs = (lab.rechunk(tiles.chunks)[..., None], plain.rechunk(tiles.chunks + ((channels,),)))
+    else:
+        inputs = (lab.rechunk(tiles.chunks), plain.rechunk(tiles.chunks))
     blocks = da.map_blocks(
-        functools.partial(_tile_block, plan=plan, backend=chosen.name),
-        *(image.rechunk(tiles.chunks) for image in images),
-        dtype=object, meta=np.empty((0,) * lab.ndim, dtype=object),
+        functools.partial(_tile_block, plan=plan, backend=chosen.name, request=request,
+                          partial_intensity=partial_intensity is not None, ndim=lab.ndim),
+        *inputs, dtype=object, meta=np.empty((0,) * inputs[-1].ndim, dtype=object),
     )
     merger = Merger(plan)
     run_bounded(blocks, lambda index, part: merger.add(part), tiles.tiles_in_flight)
-    return table(names, merger.result(), plan)
+    part = merger.result()
+    by_property = partial_columns(requested, part, plan, separator)
+    if request:
+        # no region: the columns of scikit-image's dummy region
+        values = list(part["crop"]) or [request.dummy(int, None if plain is None else plain.dtype)]
+        _measure_crossing(part, values, lab, plain, request, tiles.budget_bytes, chosen)
+        for given in [r.given for r in requested if r.crop] + [f.__name__ for f in request.extra]:
+            columns = crop_columns(request, [given], values, plain is not None, separator)
+            by_property[given] = {name: column[:len(part["label"])] for name, column in columns.items()}
+    order = [r.given for r in requested] + [f.__name__ for f in request.extra]
+    return pd.DataFrame({name: column for given in dict.fromkeys(order) for name, column in by_property[given].items()})
 
 
-def plan_measure(plan, images, budget, backend):
+def _normalize_offset(offset, ndim):
+    if offset is None:
+        return None
+    array = np.asarray(offset)
+    if array.ndim != 1 or array.size != ndim:
+        raise ValueError(f"offset={offset!r}: give one integer per axis of the labels ({ndim})")
+    return array
+
+
+def _measure_crossing(part, values, lab, intensity, request, budget_bytes, backend):
+    """Regions present in several tiles, measured once each on their bounding-box crop (host)."""
+    for value in values:
+        if isinstance(value, Failed):  # a whole region scikit-image cannot measure: its error, as on the whole image
+            value.raise_error()
+    crossing = [i for i, v in enumerate(values) if v is None]
+    label_itemsize = lab.dtype.itemsize
+    intensity_itemsize = 0 if intensity is None else intensity.dtype.itemsize
+    for i in crossing:
+        label = part["label"][i]
+        box = list(zip(part["bmin"][i], part["bmax"][i] + 1))
+        needed = request.bytes_for(box, label_itemsize, intensity_itemsize)
+        if needed > budget_bytes:
+            raise ValueError(
+                f"region {int(label)} crosses tiles and its bounding box {'x'.join(str(b - a) for a, b in box)} "
+                f"needs {needed} bytes with its intensities and scikit-image's working copies to be measured "
+                f"whole (for {', '.join(request.wanted)}), more than the memory budget of {budget_bytes} bytes: "
+                f"raise budget= (or memory_budget) to at least {needed} bytes, or leave those properties out"
+            )
+        window = tuple(slice(int(a), int(b)) for a, b in box)
+        crops = dask.compute(lab[window], *(() if intensity is None else (intensity[window],)), scheduler="threads")
+        crops = [backend.to_host(crop) for crop in crops]  # chunks kept on a device come over explicitly
+        values[i] = request.measure(int(label), box, crops[0], crops[1] if len(crops) > 1 else None,
+                                    [a for a, _ in box])
+
+
+def plan_measure(plan, images, budget, backend, request=None):
     """The tiles regionprops reads: ``tiles_in_flight`` of them, each with its inputs, its foreground mask
-    (the plan's output tile) and the device memory its partials need per voxel (the working copies), fit
-    the budget."""
+    (the plan's output tile) and the memory its partials need per voxel (the working copies), and for crop
+    properties the tile's host copy, fit the budget."""
     widest = max((image.dtype for image in images), key=lambda d: d.itemsize)
+    intensity_bytes = images[-1].dtype.itemsize * (images[-1].shape[-1] if images[-1].ndim > images[0].ndim else 1)
     per_voxel = plan.voxel_bytes(images[0].dtype.itemsize, images[-1].dtype.itemsize if len(images) > 1 else 0)
+    if request:
+        per_voxel += images[0].dtype.itemsize + (intensity_bytes if len(images) > 1 else 0) + 1
     unit = widest.itemsize * len(images)
+    if len(images) > 1 and images[-1].ndim > images[0].ndim:  # channels: count them among the working copies
+        per_voxel += intensity_bytes
     return plan_tiles(
         images[0].shape, widest, 0, budget, out_dtype=np.bool_, working_copies=-(-per_voxel // unit),
         chunks=images[0].chunks, backend=backend, n_inputs=len(images),
     )
 
 
-def _tile_block(labels, intensity=None, *, plan, backend, block_info=None):
-    origin = tuple(start for start, _ in block_info[0]["array-location"])
-    return tile_partial(labels, intensity, origin, plan, backend)
+def _tile_block(labels, intensity=None, *, plan, backend, request, partial_intensity, ndim, block_info=None):
+    origin = tuple(start for start, _ in block_info[0]["array-location"][:ndim])
+    if labels.ndim > ndim:  # multichannel: the labels' broadcast channel axis
+        labels = labels[..., 0]
+    part = tile_partial(labels, intensity if partial_intensity else None, origin, plan, backend)
+    if request:
+        part["crop"] = _measure_in_tile(part, labels, intensity, origin, request, backend)
+    return part
+
+
+def _measure_in_tile(part, labels, intensity, origin, request, backend):
+    """Each region of the tile measured on the tile's host copy, unless it touches a side the tile shares
+    with another (then it is measured on its crop after the tiles); kept only if in no other tile."""
+    out = np.empty(len(part["label"]), dtype=object)
+    if not out.size:
+        return out
+    chosen = get_backend(backend)
+    labels = chosen.to_host(labels)
+    intensity = None if intensity is None else chosen.to_host(intensity)
+    low = np.asarray(origin)
+    high = low + np.asarray(labels.shape)
+    inner_low, inner_high = low > 0, high < np.asarray(request.shape)
+    for i, label in enumerate(part["label"]):
+        start, stop = part["bmin"][i], part["bmax"][i] + 1
+        if np.any(inner_low & (start == low)) or np.any(inner_high & (stop == high)):
+            continue
+        out[i] = request.measure_piece(int(label), list(zip(start, stop)), labels, intensity, origin)
+    return out
 
 
 __all__ = ["DEFAULT_PROPERTIES", "SUPPORTED_PROPERTIES", "regionprops"]

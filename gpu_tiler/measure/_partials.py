@@ -307,8 +307,9 @@ class Plan:
     dask workers). ``wanted``: partial names, ``"mu_grid"`` for shape moments up to order 3 along every
     axis (``"mu"`` alone: up to total degree 2)."""
 
-    def __init__(self, wanted, ndim, intensity_dtype):
-        wanted = set(wanted)
+    def __init__(self, wanted, ndim, intensity_dtype, *, crops=False):
+        wanted = set(wanted) | ({"bmin", "bmax"} if crops else set())
+        self.crops = crops  #: each tile measures the crop properties of its regions too (a ``"crop"`` column)
         grid = "mu_grid" in wanted
         if grid:
             wanted = (wanted - {"mu_grid"}) | {"mu"}
@@ -362,7 +363,10 @@ class Plan:
         return part
 
     def empty(self):
-        return self.host(np.zeros((0, self.width + 1)), (0,) * self.ndim, 0, False)
+        part = self.host(np.zeros((0, self.width + 1)), (0,) * self.ndim, 0, False)
+        if self.crops:
+            part["crop"] = np.empty(0, dtype=object)
+        return part
 
 
 def tile_partial(labels, intensity, origin, plan, backend):
@@ -394,6 +398,11 @@ def merge(plan, parts):
     index = np.concatenate([[0], np.cumsum(change)])  # the merged row of each row
     joined = {name: np.concatenate([p[name] for p in parts])[order] for name in plan.partials}
     out = {"label": labels[first]}
+    if plan.crops:  # a region measured in one tile only is whole there; else it is measured on its crop later
+        measured = np.concatenate([p["crop"] for p in parts])[order][first]
+        rows = np.diff(np.append(first, labels.size))
+        measured[rows > 1] = None
+        out["crop"] = measured
     for name in plan.partials:
         how = PARTIALS[name].merge
         if isinstance(how, np.ufunc):

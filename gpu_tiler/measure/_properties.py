@@ -14,7 +14,10 @@ from typing import Callable
 
 import numpy as np
 
+from skimage.measure import moments_hu as skimage_moments_hu
+
 from gpu_tiler.measure import _moments
+from gpu_tiler.measure._crops import CANONICAL
 
 
 class Regions:
@@ -79,19 +82,42 @@ class Regions:
     def grid(self, mu):
         return _moments.as_grid(mu, self.ndim)
 
+    @functools.cached_property
+    def normalized(self):
+        return self.grid(_moments.normalized(self.central, self.plan.exponents, self.ndim))
+
+    @functools.cached_property
+    def weighted_normalized(self):
+        return self.grid(_moments.normalized(self.weighted_central, self.plan.weighted_exponents, self.ndim))
+
 
 @dataclass(frozen=True)
 class Property:
     """``partials``: what it is made from (``"mu_grid"``: shape moments up to order 3 on every axis);
     ``finish(regions)``: its column(s), one leading row per label; ``dtype``: the columns' dtype (as
     scikit-image's ``COL_DTYPES``); ``intensity``: needs an intensity image; ``ndims``: the image
-    dimensions it is defined for (None: any)."""
+    dimensions it is defined for (None: any); ``crop``: needs the whole region, so it is measured on the
+    region's crop by scikit-image (``_crops``), never from partials; ``spacing``: its value depends on the
+    voxel spacing (then, with a spacing other than 1, it is measured on crops too)."""
 
-    partials: tuple[str, ...]
-    finish: Callable[[Regions], np.ndarray]
+    partials: tuple[str, ...] = ()
+    finish: Callable[[Regions], np.ndarray] | None = None
     dtype: type = np.float64
     intensity: bool = False
     ndims: tuple[int, ...] | None = None
+    crop: bool = False
+    spacing: bool = True
+
+
+def _crop(intensity=False, ndims=None, dtype=np.float64):
+    return Property(dtype=dtype, intensity=intensity, ndims=ndims, crop=True)
+
+
+def _hu(moments):
+    """scikit-image's Hu moments of each region's normalized moments (one region at a time, as it does)."""
+    if not len(moments):
+        return np.zeros((0, 7))
+    return np.stack([skimage_moments_hu(nu) for nu in moments])
 
 
 _BOX = ("bmin", "bmax")
@@ -99,11 +125,12 @@ _CENTRAL = ("count", "sum", "bmin", "mu")
 _WEIGHTED = ("bmin", "wsum")
 
 PROPERTIES = {  # scikit-image's names; shape properties, then those of the intensity image
-    "label": Property((), lambda r: r.part["label"], np.int64),
+    "label": Property((), lambda r: r.part["label"], np.int64, spacing=False),
     "area": Property(("count",), lambda r: r.area),
-    "num_pixels": Property(("count",), lambda r: r.count, np.int64),
+    "num_pixels": Property(("count",), lambda r: r.count, np.int64, spacing=False),
     "area_bbox": Property(_BOX, lambda r: r.box),
-    "bbox": Property(_BOX, lambda r: np.concatenate([r.part["bmin"], r.part["bmax"] + 1], axis=1), np.int64),
+    "bbox": Property(_BOX, lambda r: np.concatenate([r.part["bmin"], r.part["bmax"] + 1], axis=1), np.int64,
+                     spacing=False),
     "extent": Property(("count",) + _BOX, lambda r: r.area / r.box),
     # scikit-image's centroid is the mean of the coordinates and centroid_local the first raw moment (in
     # the box's frame) over the zeroth: both integer sums, exact, divided once
@@ -117,111 +144,128 @@ PROPERTIES = {  # scikit-image's names; shape properties, then those of the inte
     "axis_minor_length": Property(_CENTRAL, lambda r: r.axis_length(major=False), ndims=(2, 3)),
     "moments": Property(("bmin", "mu_grid"), lambda r: r.grid(r.raw("mu", r.plan.exponents))),
     "moments_central": Property(_CENTRAL + ("mu_grid",), lambda r: r.grid(r.central)),
-    "moments_normalized": Property(
-        _CENTRAL + ("mu_grid",), lambda r: r.grid(_moments.normalized(r.central, r.plan.exponents, r.ndim))),
-    "intensity_mean": Property(("count", "isum"), lambda r: r.part["isum"] / r.count, intensity=True),
-    "intensity_min": Property(("imin",), lambda r: r.part["imin"], intensity=True),
-    "intensity_max": Property(("imax",), lambda r: r.part["imax"], intensity=True),
+    "moments_normalized": Property(_CENTRAL + ("mu_grid",), lambda r: r.normalized),
+    "moments_hu": Property(_CENTRAL + ("mu_grid",), lambda r: _hu(r.normalized), ndims=(2,)),
+    "intensity_mean": Property(("count", "isum"), lambda r: r.part["isum"] / r.count, intensity=True, spacing=False),
+    "intensity_min": Property(("imin",), lambda r: r.part["imin"], intensity=True, spacing=False),
+    "intensity_max": Property(("imax",), lambda r: r.part["imax"], intensity=True, spacing=False),
     "intensity_std": Property(
-        ("count", "imu"), lambda r: np.sqrt(np.maximum(r.part["imu"][:, 2], 0) / r.count), intensity=True),
+        ("count", "imu"), lambda r: np.sqrt(np.maximum(r.part["imu"][:, 2], 0) / r.count), intensity=True,
+        spacing=False),
     "centroid_weighted": Property(
         _WEIGHTED, lambda r: r.weighted_centroid_local + r.part["bmin"], intensity=True),  # as scikit-image
     "centroid_weighted_local": Property(_WEIGHTED, lambda r: r.weighted_centroid_local, intensity=True),
     "moments_weighted": Property(
         ("bmin", "wmu"), lambda r: r.grid(r.raw("wmu", r.plan.weighted_exponents)), intensity=True),
     "moments_weighted_central": Property(_WEIGHTED + ("wmu",), lambda r: r.grid(r.weighted_central), intensity=True),
-    "moments_weighted_normalized": Property(
-        _WEIGHTED + ("wmu",),
-        lambda r: r.grid(_moments.normalized(r.weighted_central, r.plan.weighted_exponents, r.ndim)), intensity=True),
+    "moments_weighted_normalized": Property(_WEIGHTED + ("wmu",), lambda r: r.weighted_normalized, intensity=True),
+    "moments_weighted_hu": Property(
+        _WEIGHTED + ("wmu",), lambda r: _hu(r.weighted_normalized), intensity=True, ndims=(2,)),
+    # measured on each region's crop by scikit-image (exact: its code on the same voxels): what needs the
+    # region whole (its outline, hull, holes, topology, voxels, median), and eccentricity and orientation,
+    # whose definitions jump at ties (l1 == l2, mu20 == mu02) that the rounding of merged sums would decide
+    "eccentricity": _crop(ndims=(2,)),
+    "orientation": _crop(ndims=(2,)),
+    "perimeter": _crop(ndims=(2,)),
+    "perimeter_crofton": _crop(ndims=(2,)),
+    "euler_number": _crop(ndims=(2, 3), dtype=np.int64),
+    "solidity": _crop(),
+    "area_convex": _crop(),
+    "image_convex": _crop(dtype=object),
+    "feret_diameter_max": _crop(ndims=(2, 3)),
+    "area_filled": _crop(),
+    "image_filled": _crop(dtype=object),
+    "image": _crop(dtype=object),
+    "coords": _crop(dtype=object),
+    "coords_scaled": _crop(dtype=object),
+    "slice": _crop(dtype=object),
+    "image_intensity": _crop(intensity=True, dtype=object),
+    "intensity_median": _crop(intensity=True),
 }
 
-#: the columns returned when ``properties`` is not given (and, with an intensity image, these too)
-DEFAULT_PROPERTIES = ("label", "area", "centroid", "bbox")
-DEFAULT_INTENSITY_PROPERTIES = ("intensity_mean", "intensity_min", "intensity_max")
-#: every property :func:`~gpu_tiler.regionprops` computes, in scikit-image's names
+#: the columns returned when ``properties`` is not given, with or without an intensity image (scikit-image's)
+DEFAULT_PROPERTIES = ("label", "bbox")
+#: every property :func:`~gpu_tiler.regionprops` computes, in scikit-image's names (its old names work too)
 SUPPORTED_PROPERTIES = tuple(PROPERTIES)
 
-#: scikit-image properties that need a whole object at once (its pixels' layout, its outline or a
-#: median), so they cannot be assembled from per-tile sums and extrema; and two that can, but whose
-#: scikit-image definition jumps at ties that float rounding decides (orientation when the two
-#: second moments are equal, eccentricity of a circle)
-NOT_MERGEABLE = {
-    "area_convex": "needs the convex hull of the whole object",
-    "area_filled": "needs the object's holes filled as a whole",
-    "coords": "lists every voxel (use the label image itself)",
-    "coords_scaled": "lists every voxel (use the label image itself)",
-    "eccentricity": "is sqrt(1 - l2/l1), which amplifies rounding without bound for round objects",
-    "euler_number": "needs the object's topology as a whole",
-    "feret_diameter_max": "needs the convex hull of the whole object",
-    "image": "is the object's whole mask",
-    "image_convex": "needs the convex hull of the whole object",
-    "image_filled": "needs the object's holes filled as a whole",
-    "image_intensity": "is the object's whole intensity crop",
-    "intensity_median": "a median does not merge from per-tile summaries",
-    "moments_hu": "is not implemented (moments_normalized is)",
-    "moments_weighted_hu": "is not implemented (moments_weighted_normalized is)",
-    "orientation": "switches branch when two second moments are exactly equal, which float rounding decides",
-    "perimeter": "needs the outline of the whole object",
-    "perimeter_crofton": "needs the outline of the whole object",
-    "slice": "is a Python object per label (build it from the bbox columns)",
-    "solidity": "needs the convex hull of the whole object",
-}
+
+@dataclass(frozen=True)
+class Requested:
+    """One requested property: ``given`` as the user named it (its columns' name), ``name`` scikit-image's
+    current name, ``crop``: measured on the region's crop rather than from partials."""
+
+    given: str
+    name: str
+    crop: bool
 
 
-def normalize_properties(properties, has_intensity, ndim) -> tuple[str, ...]:
-    """The requested names, checked against the table (each error names the property and the fix)."""
+def normalize_properties(properties, has_intensity, ndim, *, spacing=None, multichannel=False):
+    """The requested properties, checked against the table (each error names the property and the fix),
+    each with the way it is measured: on crops when the table says so, when a ``spacing`` other than 1
+    changes it, or for intensity properties of a multichannel image; else from merged partials."""
     if properties is None:
-        return DEFAULT_PROPERTIES + (DEFAULT_INTENSITY_PROPERTIES if has_intensity else ())
+        properties = DEFAULT_PROPERTIES
     if isinstance(properties, str):
         properties = (properties,)
     try:
         names = list(properties)
     except TypeError:
         raise ValueError(f"properties={properties!r}: give a list of property names such as ('label', 'area')") from None
-    if not names:
-        raise ValueError("properties is empty; name at least one, e.g. ('label', 'area')")
     supported = ", ".join(SUPPORTED_PROPERTIES)
     out = []
-    for name in names:
-        if not isinstance(name, str):
-            raise ValueError(f"properties: {name!r} is not a property name (a string); supported: {supported}")
-        if name in NOT_MERGEABLE:
-            raise ValueError(
-                f"property {name!r} cannot be computed across tiles: it {NOT_MERGEABLE[name]}. "
-                f"Supported properties: {supported}"
-            )
+    for given in names:
+        if not isinstance(given, str):
+            raise ValueError(f"properties: {given!r} is not a property name (a string); supported: {supported}")
+        name = CANONICAL.get(given)
         if name not in PROPERTIES:
-            raise ValueError(f"unknown property {name!r}; supported properties: {supported}")
-        if PROPERTIES[name].intensity and not has_intensity:
-            raise ValueError(f"property {name!r} needs an intensity image: pass intensity=")
-        if name not in out:
-            out.append(name)
-    for name in out:
-        ndims = PROPERTIES[name].ndims
-        if ndims is not None and ndim not in ndims:
-            shown = " and ".join(f"{n}-D" for n in ndims)
-            raise ValueError(f"property {name!r} is defined for {shown} images only; the labels have {ndim} axes")
+            raise ValueError(f"unknown property {given!r}; supported properties: {supported}")
+        spec = PROPERTIES[name]
+        if spec.intensity and not has_intensity:
+            raise ValueError(f"property {given!r} needs an intensity image: pass intensity=")
+        if spec.ndims is not None and ndim not in spec.ndims:
+            shown = " and ".join(f"{n}-D" for n in spec.ndims)
+            raise ValueError(f"property {given!r} is defined for {shown} images only; the labels have {ndim} axes")
+        crop = spec.crop or (spacing is not None and spec.spacing) or (multichannel and spec.intensity)
+        out.append(Requested(given, name, crop))
     return tuple(out)
 
 
-def partials_of(names) -> set[str]:
-    return {partial for name in names for partial in PROPERTIES[name].partials}
+def partials_of(requested) -> set[str]:
+    """The partials the requested properties measured from partials need (names or ``Requested``)."""
+    wanted = set()
+    for item in requested:
+        if isinstance(item, str):
+            item = Requested(item, item, PROPERTIES[item].crop)
+        if not item.crop:
+            wanted.update(PROPERTIES[item.name].partials)
+    return wanted
 
 
-def table(names, part, plan):
-    """The requested columns (a DataFrame) from the merged partial table, as scikit-image names them."""
-    import pandas as pd
-
+def partial_columns(requested, part, plan, separator="-"):
+    """The columns of the properties measured from partials, by requested property, as scikit-image names them."""
     regions = Regions(part, plan)
-    columns = {}
+    out = {}
     with np.errstate(invalid="ignore", divide="ignore"):
-        for name in names:
-            spec = PROPERTIES[name]
+        for item in requested:
+            if item.crop:
+                continue
+            spec = PROPERTIES[item.name]
             value = np.asarray(spec.finish(regions))
             if value.ndim == 1:
-                columns[name] = value.astype(spec.dtype, copy=False)
+                out[item.given] = {item.given: value.astype(spec.dtype, copy=False)}
                 continue
+            columns = out[item.given] = {}
             for position in np.ndindex(value.shape[1:]):
                 column = value[(slice(None),) + position]
-                columns[f"{name}-{'-'.join(map(str, position))}"] = column.astype(spec.dtype, copy=False)
-    return pd.DataFrame(columns)
+                columns[separator.join(map(str, (item.given,) + position))] = column.astype(spec.dtype, copy=False)
+    return out
+
+
+def table(requested, part, plan):
+    """The requested columns (a DataFrame) from the merged partial table, as scikit-image names them
+    (properties measured from partials only)."""
+    import pandas as pd
+
+    requested = [Requested(r, r, False) if isinstance(r, str) else r for r in requested]
+    columns = partial_columns(requested, part, plan)
+    return pd.DataFrame({name: value for item in requested for name, value in columns[item.given].items()})
