@@ -11,7 +11,7 @@ import skimage.filters
 import skimage.measure
 
 import gpu_tiler as gt
-from gpu_tiler._engine.materialise import explain
+from gpu_tiler._engine.materialise import choose, explain, work_per_voxel
 
 
 @pytest.fixture
@@ -29,8 +29,12 @@ def counting_gaussian(calls):
     return smooth
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16], ids=["float32", "uint16"])
 @pytest.mark.parametrize("budget", [None, "256KiB"], ids=["in-memory", "scratch-store"])
-def test_threshold_label_regionprops_run_the_user_function_once_per_tile(image, budget):
+def test_threshold_label_regionprops_run_the_user_function_once_per_tile(image, budget, dtype):
+    # float32: Otsu's min/max ride along in the Gaussian's pass, its histogram reads the kept copy;
+    # uint16: the count of every value rides along, so the threshold needs no pass of its own
+    image = image.astype(dtype)
     calls = collections.Counter()
     x = da.from_array(image, chunks=(48, 40))
     smoothed = gt.map_tiles(counting_gaussian(calls), x, halo=8, tile_shape=(48, 40))
@@ -58,6 +62,12 @@ def test_explain_shows_what_is_kept_and_where(image):
     with gt.config(memory_budget="64KiB"):
         kept = gt.threshold(gt.gaussian(da.from_array(image, chunks=64), 3.0), "otsu")
     assert "kept in a scratch store" in explain(kept)
+    with gt.config(memory_budget="64KiB"):  # a 3-tap filter of an image in memory: cheaper to recompute
+        cheap = gt.uniform(da.from_array(image, chunks=64), 3)
+        recomputed = gt.threshold(cheap, "otsu")
+    assert "recomputed by every pass" in explain(recomputed) and "kept in" not in explain(recomputed)
+    expected = ndi.uniform_filter(image, 3)
+    np.testing.assert_array_equal(recomputed.compute(), expected > skimage.filters.threshold_otsu(expected))
 
 
 def test_a_scratch_store_lives_as_long_as_a_graph_reads_it(image, tmp_path):
@@ -79,3 +89,31 @@ def test_an_intermediate_cheaper_to_read_than_keep_is_not_copied(image, tmp_path
     mask = gt.threshold(stored * 2, "otsu")  # arithmetic on a stored image: read again, not kept
     assert "kept" not in explain(mask)
     np.testing.assert_array_equal(mask.compute(), image * 2 > skimage.filters.threshold_otsu(image * 2))
+
+
+def test_the_cost_model_keeps_what_is_dear_to_recompute_and_recomputes_what_is_cheap():
+    gib = 2**30
+    zarr_source = {"passes": 2, "source_bytes": gib // 2, "source_stored": True}  # uint16 zarr -> float32
+    # on the host: in memory when it fits, else a scratch store beats recomputing a Gaussian from zarr
+    assert choose(gib, gib // 4, macs=34, on_device=False, fits_device=True, fits_host=True,
+                  **zarr_source).where == "memory"
+    assert choose(gib, gib // 4, macs=34, on_device=False, fits_device=False, fits_host=False,
+                  **zarr_source).where == "a scratch store"
+    # too large for the GPU: decoding the zarr source again is dearer than the host round trip
+    assert choose(gib, gib // 4, macs=34, on_device=True, fits_device=False, fits_host=True,
+                  **zarr_source).where == "host memory"
+    # ... but from a uint8 source in memory, a cheap filter is recomputed on the GPU instead of copied back
+    in_memory = {"passes": 2, "source_bytes": gib // 4, "source_stored": False}
+    on_gpu = choose(gib, gib // 4, macs=34, on_device=True, fits_device=False, fits_host=True, **in_memory)
+    assert on_gpu.where == "nowhere" and on_gpu.costs["nowhere"] < on_gpu.costs["host memory"]
+    # a costly filter (a 31^3 median) is kept; a user's function (cost unknown) is never recomputed
+    assert choose(gib, gib // 4, macs=31**3, on_device=True, fits_device=False, fits_host=True,
+                  **in_memory).where == "host memory"
+    assert choose(gib, gib // 4, macs=None, on_device=True, fits_device=False, fits_host=False,
+                  **in_memory).where == "a scratch store"
+
+
+def test_a_chain_s_work_is_counted_from_its_steps_and_a_user_function_is_unknown(image):
+    x = da.from_array(image, chunks=64)
+    assert work_per_voxel(gt.gaussian(x, 2.0)) == (2 * (2 * 8 + 1), image.nbytes, False)  # two passes of 17 taps
+    assert work_per_voxel(gt.map_tiles(lambda t: t + 1, x))[0] is None

@@ -50,8 +50,17 @@ def test_a_whole_image_that_fits_is_one_tile():
 
 
 def test_plan_uses_most_of_the_budget():
-    plan = gt.plan_tiles((8192, 8192), "float32", halo=8, budget="128MiB", tiles_in_flight=2)
+    plan = gt.plan_tiles((8192, 8192), "float32", halo=8, budget="128MiB", tiles_in_flight=2, cache_voxels=0)
     assert plan.peak_bytes > 0.5 * 128 * MiB
+
+
+def test_host_tiles_are_cut_to_the_cache_size_on_chunk_edges():
+    plan = gt.plan_tiles((8192, 8192), "uint16", halo=8, budget="4GiB", chunks=(1024, 1024), tiles_in_flight=2)
+    assert plan.tile_shape == (1024, 1024)  # HOST_TILE_VOXELS, on the source's chunk edges
+    assert gt.plan_tiles((8192, 8192), "uint16", halo=8, budget="4GiB", chunks=(1024, 1024), tiles_in_flight=2,
+                         cache_voxels=4 * 2**20).tile_shape == (2048, 2048)
+    narrow = gt.plan_tiles((100_000, 100), "float32", halo=30, budget="4GiB", tiles_in_flight=2)
+    assert narrow.tile_shape[1] == 100 and narrow.tile_shape[0] >= 120  # never shorter than four halos
 
 
 def test_halo_larger_than_the_tile_still_plans():
@@ -101,7 +110,7 @@ def test_bad_halo_is_refused(halo):
 
 
 def test_an_image_that_fits_is_still_cut_for_every_tile_in_flight():
-    plan = gt.plan_tiles((4096, 4096), "float32", halo=20, budget="4GiB", tiles_in_flight=2)
+    plan = gt.plan_tiles((4096, 4096), "float32", halo=20, budget="4GiB", tiles_in_flight=2, cache_voxels=0)
     assert plan.n_tiles >= 2 and plan.tile_shape[1] == 4096
     small = gt.plan_tiles((100, 100), "float32", halo=20, budget="4GiB", tiles_in_flight=2)
     assert small.n_tiles == 1  # cutting would leave tiles shorter than four halos
