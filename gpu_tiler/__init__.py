@@ -18,6 +18,7 @@ from gpu_tiler._io.ome import ImageMetadata
 from gpu_tiler._registry import metadata_of
 from gpu_tiler import measure
 from gpu_tiler.measure import regionprops
+from gpu_tiler import ndmeasure  # dask-image's ndmeasure names (gt.ndmeasure.median, not gt.median: a filter)
 from gpu_tiler._planning.plan import TilePlan, plan_tiles
 from gpu_tiler import transforms
 from gpu_tiler.transforms import (
@@ -34,7 +35,7 @@ __version__ = "0.1.0"
 __all__ = sorted({
     "Device", "ImageMetadata", "InputChangedError", "MarginReport", "OutputInUseError", "ResumeRefusedError",
     "TilePlan", "__version__", "backend_of", "claim_output", "cluster", "config", "devices", "filters",
-    "find_margin", "get_backend", "label", "map_labels", "map_tiles", "measure", "metadata_of", "open",
+    "find_margin", "get_backend", "label", "map_labels", "map_tiles", "measure", "metadata_of", "ndmeasure", "open",
     "parse_budget", "plan_of", "plan_tiles", "regionprops", "resolve_backend", "save", *_filters_all,
     # geometric transforms
     "affine_transform", "deskew", "map_coordinates", "rotate", "shift", "transforms", "zoom",

@@ -26,7 +26,7 @@ LAYERS = [
     ("io", ["gpu_tiler._io", "gpu_tiler.data"]),
     ("engine", ["gpu_tiler._engine"]),
     ("operations", ["gpu_tiler.filters", "gpu_tiler._morphology", "gpu_tiler.labels", "gpu_tiler.measure",
-                    "gpu_tiler.transforms"]),
+                    "gpu_tiler.ndmeasure", "gpu_tiler.transforms"]),
     ("tools", ["gpu_tiler._tools", "gpu_tiler.testing"]),
     ("interface", ["gpu_tiler.cli", "gpu_tiler.__main__", "gpu_tiler._demo", "gpu_tiler"]),
 ]
