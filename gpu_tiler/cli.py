@@ -26,10 +26,12 @@ import gpu_tiler as gt
 from gpu_tiler import filters
 from gpu_tiler._backends import cupy_problem
 from gpu_tiler._config import BACKENDS
-from gpu_tiler._execution.bounded import active_client
+from gpu_tiler._engine.materialise import explain
+from gpu_tiler._execution.bounded import PassLog, active_client
 from gpu_tiler._execution.cluster import describe_workers
 from gpu_tiler._io.sinks import check_label_output
 from gpu_tiler._planning.halo import MODES
+from gpu_tiler._registry import info_of_name
 from gpu_tiler._demo import run_demo
 from gpu_tiler._tools.preview import preview
 from gpu_tiler.data import nuclei
@@ -476,6 +478,77 @@ def _function_params(func, spec, items):
     return kwargs
 
 
+def _stage_names(names, inputs) -> str:
+    """A pass's stages, from its graph's layer names: gpu_tiler's operations computed, the kept
+    intermediates and the stored inputs (``inputs``: path -> layer name) read."""
+    stages, reads = set(), set()
+    for name in names:
+        info = info_of_name(name)
+        short = re.sub(r"-[0-9a-f]{8,}", "", name).removeprefix("gpu_tiler-").strip("_").replace("-", " ")
+        if name.startswith("kept-") or (info is not None and info.materialised is not None):
+            reads.add(f"the kept {short}" if not name.startswith("kept-") else "a kept intermediate")
+        elif name.startswith("gpu_tiler-") and not name.startswith(("gpu_tiler-window-", "gpu_tiler-write-")):
+            stages.add(short)
+        reads.update(path for path, layer in inputs.items() if name == layer)
+    text = ", ".join(sorted(stages)) or "reading"
+    return text + (f" (reads {', '.join(sorted(reads))})" if reads else "")
+
+
+class _PassBars(PassLog):
+    """One progress bar per pass on a terminal (each pass named by the step that ran it, the stages it
+    computed and what it read); the passes are listed afterwards with :meth:`lines`."""
+
+    def __init__(self, args, inputs):
+        super().__init__(self._started)
+        self.tty, self.inputs, self.step = not args.quiet and sys.stderr.isatty(), inputs, ""
+
+    def _started(self, p):
+        p.extra["text"] = f"{self.step}: {_stage_names(p.names, self.inputs)}"
+        if not self.tty:
+            return None
+        from tqdm import tqdm
+
+        bar = tqdm(total=p.total, desc=f"pass {len(self.passes)} ({p.extra['text']})", unit="task", leave=False)
+
+        def update(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+
+        return update
+
+    def lines(self):
+        return [f"pass {k} ({p.extra['text']}), {p.total} tasks" for k, p in enumerate(self.passes, 1)]
+
+
+def cmd_segment(args):
+    image = _open(args.input)
+    out = Path(args.output)
+    _check_output(out, args.overwrite)
+    properties = [p.strip() for p in args.properties.split(",") if p.strip()]
+    _start_computing(args)
+    start = time.perf_counter()
+    with _PassBars(args, {args.input: image.name}) as log:
+        smoothed = gt.gaussian(image, args.sigma)
+        log.step = "threshold"
+        level = gt.threshold_otsu(smoothed)
+        mask = gt.threshold(smoothed, level)  # the level computed once; the Gaussian kept by threshold_otsu
+        log.step = "label"
+        labels, count = gt.label(mask, connectivity=args.connectivity)
+        log.step = "regionprops"
+        table = gt.regionprops(labels, image, properties=properties)
+    partial = out.with_name(f".{out.name}.partial")
+    table.to_csv(partial, index=False)
+    partial.replace(out)
+    _say(args, f"gaussian sigma {args.sigma} -> Otsu level {level} -> {count} objects -> {len(table.columns)} columns")
+    _say(args, explain(mask))
+    for line in log.lines():
+        _say(args, line)
+    _say(args, f"wrote {out}: {len(table)} objects x {len(table.columns)} columns in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def cmd_margin(args):
     func = _function(args.function)
     image = _open(args.input) if args.input else nuclei((256, 256), chunks=256, seed=3)
@@ -598,6 +671,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intensity")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(run=cmd_measure)
+
+    p = sub.add_parser("segment", parents=[common],
+                       help="gaussian, Otsu threshold, label and measure into a CSV table (each stage computed once)",
+                       description="Smooth with a Gaussian, threshold by Otsu's method over the whole image, label "
+                                   "and measure the objects (against the input's intensities) into a CSV table. The "
+                                   "Gaussian is computed once and kept for the passes after the threshold; one "
+                                   "progress bar per pass, and the passes are listed at the end.")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True, help="the CSV table")
+    p.add_argument("--sigma", type=_numbers, default=2.0, help="the Gaussian's sigma (one, or one per axis: 1,2,2)")
+    p.add_argument("--connectivity", type=int, default=1)
+    p.add_argument("--properties", default="label,area,centroid,intensity_mean",
+                   help="comma-separated regionprops properties")
+    p.set_defaults(run=cmd_segment)
 
     p = sub.add_parser("margin", parents=[common], help="how large must the margin be for a function?")
     p.add_argument("input", nargs="?", help="a small sample image (default: generated nuclei)")

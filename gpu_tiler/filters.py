@@ -814,7 +814,7 @@ def _host_scalar(value):
 THRESHOLD_METHODS = {"otsu": threshold_otsu}
 
 
-def _greater(tile, value):
+def _threshold(tile, value):
     return tile > value
 
 
@@ -836,7 +836,7 @@ def threshold(image, value_or_method="otsu"):
         value = value_or_method
     else:
         raise ValueError(f"value_or_method={value_or_method!r}: give a number or one of {', '.join(map(repr, THRESHOLD_METHODS))}")
-    return map_tiles(_greater, x, dtype=bool, value=value)
+    return map_tiles(_threshold, x, dtype=bool, value=value)
 
 
 #: threshold_local's methods: the neighbourhood statistic each computes (scikit-image's choices)

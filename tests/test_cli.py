@@ -301,3 +301,28 @@ def test_info_says_a_kernel_runs_only_when_it_ran(monkeypatch):
     lines = cli.kernel_report()
     assert "OpenCL: the union-find kernel ran but gave roots [0, 1, 2, 3, 4, 5], not [0, 0, 0, 3, 3, 5]" in lines
     assert "CUDA: not available (RuntimeError: no device)" in lines
+
+
+def test_segment_computes_the_gaussian_once_and_lists_one_pass_per_step(tmp_path):
+    import pandas as pd
+    import skimage.filters
+    import skimage.measure
+
+    from gpu_tiler.data import nuclei
+
+    image = nuclei((256, 192), chunks=64, seed=2, dtype=np.uint16).compute()
+    gt.save(gt.open(image, chunks=64), tmp_path / "in.zarr")
+    out = tmp_path / "t.csv"
+    result = run("segment", tmp_path / "in.zarr", "-o", out, "--sigma", "2", "--memory-budget", "4MiB")
+    assert result.returncode == 0, result.stderr
+    smoothed = ndi.gaussian_filter(image, 2.0)
+    labels = ndi.label(smoothed > skimage.filters.threshold_otsu(smoothed))[0]
+    want = skimage.measure.regionprops_table(labels, image, properties=["label", "area", "centroid", "intensity_mean"])
+    got = pd.read_csv(out)
+    assert list(got.columns) == list(want)
+    for column in want:  # the CSV keeps floats to 15-17 digits: integers exact, floats to the last digit
+        np.testing.assert_allclose(got[column].to_numpy(), want[column], rtol=1e-15)
+    passes = [line for line in result.stdout.splitlines() if line.startswith("pass ")]
+    assert [p.split(" (")[1].split(":")[0] for p in passes] == ["threshold", "label", "regionprops"]
+    assert "gaussian (reads" in passes[0] and "the kept gaussian" in passes[1]  # computed in pass 1 only
+    assert "kept in memory" in result.stdout

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
+from dataclasses import dataclass, field
 
 import dask.array as da
 import dask.core
 import dask.threaded
+from dask.callbacks import Callback
 
 
 def _needed(dsk, keys):
@@ -79,24 +82,29 @@ def run_bounded(array: da.Array, write, tiles_in_flight: int, progress=None, ski
 
     token = "gpu_tiler-write-" + array.name
     total = len(every)
+    progress = PassLog.following(array, total, progress)  # one pass, however many batches
     if progress is not None and already:
         progress(already, total)
-    for start in range(0, len(indices), batch_size):
-        batch = indices[start : start + batch_size]
-        block_keys = [(array.name, *i) for i in batch]
-        sub = _needed(dsk, block_keys)
-        if in_task:
-            writes = {(token, *i): (_write_in_task, write, i, key) for i, key in zip(batch, block_keys)}
-            sub.update(writes)
-            results = get(sub, list(writes))
-        else:
-            for index, block in zip(batch, get(sub, block_keys)):
-                write(index, block)
-            results = batch
-        if on_done is not None:
-            on_done(list(results))
-        if progress is not None:
-            progress(already + min(start + batch_size, len(indices)), total)
+    _in_bounded_run.depth = getattr(_in_bounded_run, "depth", 0) + 1
+    try:
+        for start in range(0, len(indices), batch_size):
+            batch = indices[start : start + batch_size]
+            block_keys = [(array.name, *i) for i in batch]
+            sub = _needed(dsk, block_keys)
+            if in_task:
+                writes = {(token, *i): (_write_in_task, write, i, key) for i, key in zip(batch, block_keys)}
+                sub.update(writes)
+                results = get(sub, list(writes))
+            else:
+                for index, block in zip(batch, get(sub, block_keys)):
+                    write(index, block)
+                results = batch
+            if on_done is not None:
+                on_done(list(results))
+            if progress is not None:
+                progress(already + min(start + batch_size, len(indices)), total)
+    finally:
+        _in_bounded_run.depth -= 1
 
 
 def tiles_in_flight_for_chunks(array: da.Array, budget_bytes: int, working_copies: int = 2) -> int:
@@ -109,4 +117,104 @@ def tiles_in_flight_for_chunks(array: da.Array, budget_bytes: int, working_copie
     return max(1, min(os.cpu_count() or 1, budget_bytes // per_tile))
 
 
-__all__ = ["active_client", "tiles_in_flight_for_chunks", "run_bounded"]
+# ---- passes --------------------------------------------------------------------------------------------------
+
+_in_bounded_run = threading.local()  # run_bounded's batches are one pass, not one each
+
+
+def _names(dsk) -> frozenset:
+    """The layer names of a graph (before optimization fuses them, when it has layers)."""
+    layers = getattr(dsk, "layers", None)
+    if layers is not None:
+        return frozenset(layers)
+    return frozenset(key[0] if isinstance(key, tuple) else str(key) for key in dsk)
+
+
+def _only_finishes(names) -> bool:
+    """Whether a computation only finishes values already computed (a persisted reduction's last step)."""
+    return all("finalize" in name or "aggregate" in name for name in names)
+
+
+@dataclass
+class Pass:
+    """One pass over tiles: the graph layers (dask names) it computed, its tasks (or tiles) and how many are done."""
+
+    names: frozenset
+    total: int
+    done: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class PassLog(Callback):
+    """While active (``with PassLog(...)``), every pass this process runs: each computation on the local
+    schedulers (but those that only finish reductions already computed), and each :func:`run_bounded` job
+    (one pass, however many batches), in order.
+
+    ``on_pass(p)`` is called when pass ``p`` (a :class:`Pass`) starts and may return a callback
+    ``update(done, total)`` (a progress bar's). Passes run on a dask.distributed cluster are not seen
+    (its scheduler runs them)."""
+
+    _active: list = []
+
+    def __init__(self, on_pass=None):
+        super().__init__()
+        self.passes: list[Pass] = []
+        self.on_pass = on_pass or (lambda p: None)
+        self._updates: dict = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        PassLog._active.append(self)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        PassLog._active.remove(self)
+        return super().__exit__(*exc)
+
+    def begin(self, names, total):
+        with self._lock:
+            p = Pass(frozenset(names), int(total))
+            self.passes.append(p)
+        update = self.on_pass(p)
+
+        def advance(done, total):
+            p.done, p.total = done, total
+            if update is not None:
+                update(done, total)
+
+        return advance
+
+    @classmethod
+    def following(cls, array, total, progress=None):
+        """A ``progress(done, total)`` for a run_bounded job: the caller's, and every active log's pass."""
+        if not cls._active:
+            return progress
+        names = _names(array.__dask_graph__())
+        callbacks = [log.begin(names, total) for log in list(cls._active)] + ([progress] if progress else [])
+
+        def report(done, total):
+            for callback in callbacks:
+                callback(done, total)
+
+        return report
+
+    # dask's callbacks: one pass per computation on the local schedulers, unless run_bounded runs it
+    def _start_state(self, dsk, state):
+        names = _names(dsk)
+        if getattr(_in_bounded_run, "depth", 0) or _only_finishes(names):
+            return
+        total = len(state["ready"]) + len(state["waiting"]) + len(state["finished"])
+        self._updates[id(state)] = (self.begin(names, total), total)
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        found = self._updates.get(id(state))
+        if found is not None:
+            found[0](len(state["finished"]), found[1])
+
+    def _finish(self, dsk, state, failed):
+        found = self._updates.pop(id(state), None)
+        if found is not None:
+            found[0](found[1], found[1])
+
+
+__all__ = ["Pass", "PassLog", "active_client", "tiles_in_flight_for_chunks", "run_bounded"]
