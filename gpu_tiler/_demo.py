@@ -18,6 +18,7 @@ from gpu_tiler._tools.preview import preview
 from gpu_tiler.data import nuclei
 
 BUDGET = "64MiB"
+PROPERTIES = ("label", "area", "centroid", "bbox", "intensity_mean", "intensity_min", "intensity_max")
 
 
 def run_demo(out: Path, *, shape=(8192, 8192), overwrite=True, say=print, progress=lambda label: None,
@@ -39,7 +40,7 @@ def run_demo(out: Path, *, shape=(8192, 8192), overwrite=True, say=print, progre
         mask = gt.threshold(smoothed, level)
         labels, count = gt.label(mask)
         labels = gt.save(labels, out / "labels.zarr", overwrite=overwrite, progress=progress("label"))
-        table = gt.regionprops(labels, smoothed)
+        table = gt.regionprops(labels, smoothed, properties=PROPERTIES)
     table_path = out / "nuclei.csv"
     table.to_csv(table_path, index=False)
     picture = preview(smoothed, out / "preview.png", labels=labels, max_size=1024)

@@ -50,7 +50,8 @@ def test_otsu_and_regionprops_under_the_cluster(client, image):
     level = gt.threshold_otsu(x)
     assert level == skimage.filters.threshold_otsu(image)
     labels = ndi.label(image > level)[0]
-    table, workers = workers_used(client, lambda: gt.regionprops(gt.open(labels, chunks=64), x))
+    table, workers = workers_used(client, lambda: gt.regionprops(gt.open(labels, chunks=64), x,
+                                                                   properties=("label", "area", "bbox")))
     expected = skimage.measure.regionprops_table(labels, image, properties=("label", "area", "bbox"))
     assert len(workers) == 2
     for column in ("label", "area", "bbox-0", "bbox-3"):
