@@ -145,7 +145,7 @@ def _tile(image, labels=None, *, job, backend, block_info=None):
     if "sum" in wanted:
         out["sum"] = total(values, job["sum_dtype"])
     coordinates = None
-    if {"com", "minpos", "maxpos"} & set(wanted) or "labelmin" in wanted:
+    if {"com", "minpos", "maxpos"} & set(wanted):
         local_flat = xp.arange(values.size, dtype=np.int64) if local is None else local.astype(np.int64)
         coordinates = [c + o for c, o in zip(xp.unravel_index(local_flat, image.shape), origin)]
     if "com" in wanted:

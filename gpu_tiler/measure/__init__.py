@@ -210,11 +210,15 @@ def _measure_in_tile(part, labels, intensity, origin, request, backend):
     low = np.asarray(origin)
     high = low + np.asarray(labels.shape)
     inner_low, inner_high = low > 0, high < np.asarray(request.shape)
+    items, rows = [], []
     for i, label in enumerate(part["label"]):
         start, stop = part["bmin"][i], part["bmax"][i] + 1
         if np.any(inner_low & (start == low)) or np.any(inner_high & (stop == high)):
             continue
-        out[i] = request.measure_piece(int(label), list(zip(start, stop)), labels, intensity, origin)
+        items.append((int(label), list(zip(start, stop))))
+        rows.append(i)
+    for i, values in zip(rows, request.measure_pieces(items, labels, intensity, origin)):
+        out[i] = values
     return out
 
 

@@ -81,14 +81,21 @@ class CropRequest:
         region = self.region(label, box, labels, intensity, origin)
         return {name: getattr(region, name) for name in self.wanted}
 
-    def measure_piece(self, label, box, labels, intensity, origin):
-        """:meth:`measure` of what may be only a piece of a region (a tile's part of it): its error, if
-        any, is kept as a :class:`Failed` and raised only if the piece turns out to be the whole region."""
-        try:
-            return self.measure(label, box, labels, intensity, origin)
-        except Exception as exc:  # noqa: BLE001 - scikit-image's or the user's function's error, raised later
-            return Failed(exc)
-
+    def measure_pieces(self, items, labels, intensity, origin):
+        """:meth:`measure` of regions that may be only pieces (a tile's part of a region), ``items`` as
+        ``(label, box)``: property by property over the regions, as scikit-image's table is built. A piece's
+        error is kept as a :class:`Failed`, raised only if the piece turns out to be the whole region."""
+        regions = [self.region(label, box, labels, intensity, origin) for label, box in items]
+        out = [{} for _ in regions]
+        for name in self.wanted:
+            for i, region in enumerate(regions):
+                if isinstance(out[i], Failed):
+                    continue
+                try:
+                    out[i][name] = getattr(region, name)
+                except Exception as exc:  # noqa: BLE001 - scikit-image's or the user's function's error, raised later
+                    out[i] = Failed(exc)
+        return out
 
     def dummy(self, dtype, intensity_dtype):
         """The values of a one-voxel region in a 3**ndim image, as scikit-image measures when it has no
