@@ -145,29 +145,39 @@ def _normalize_offset(offset, ndim):
 
 
 def _measure_crossing(part, values, lab, intensity, request, budget_bytes, backend):
-    """Regions present in several tiles, measured once each on their bounding-box crop (host)."""
+    """Regions present in several tiles, measured once each on their bounding-box crop (host), the crops read
+    in batches whose crops and working copies fit the budget (one computation per batch)."""
     for value in values:
         if isinstance(value, Failed):  # a whole region scikit-image cannot measure: its error, as on the whole image
             value.raise_error()
-    crossing = [i for i, v in enumerate(values) if v is None]
     label_itemsize = lab.dtype.itemsize
     intensity_itemsize = 0 if intensity is None else intensity.dtype.itemsize
-    for i in crossing:
-        label = part["label"][i]
+    batches, batch, size = [], [], 0
+    for i in (i for i, v in enumerate(values) if v is None):
         box = list(zip(part["bmin"][i], part["bmax"][i] + 1))
         needed = request.bytes_for(box, label_itemsize, intensity_itemsize)
         if needed > budget_bytes:
             raise ValueError(
-                f"region {int(label)} crosses tiles and its bounding box {'x'.join(str(b - a) for a, b in box)} "
-                f"needs {needed} bytes with its intensities and scikit-image's working copies to be measured "
-                f"whole (for {', '.join(request.wanted)}), more than the memory budget of {budget_bytes} bytes: "
-                f"raise budget= (or memory_budget) to at least {needed} bytes, or leave those properties out"
+                f"region {int(part['label'][i])} crosses tiles and its bounding box "
+                f"{'x'.join(str(b - a) for a, b in box)} needs {needed} bytes with its intensities and scikit-image's "
+                f"working copies to be measured whole (for {', '.join(request.wanted)}), more than the memory budget "
+                f"of {budget_bytes} bytes: raise budget= (or memory_budget) to at least {needed} bytes, or leave "
+                f"those properties out"
             )
-        window = tuple(slice(int(a), int(b)) for a, b in box)
-        crops = dask.compute(lab[window], *(() if intensity is None else (intensity[window],)), scheduler="threads")
-        crops = [backend.to_host(crop) for crop in crops]  # chunks kept on a device come over explicitly
-        values[i] = request.measure(int(label), box, crops[0], crops[1] if len(crops) > 1 else None,
-                                    [a for a, _ in box])
+        if batch and size + needed > budget_bytes:
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append((i, box))
+        size += needed
+    batches += [batch] if batch else []
+    for batch in batches:
+        windows = [tuple(slice(int(a), int(b)) for a, b in box) for _, box in batch]
+        crops = dask.compute([lab[w] for w in windows], [] if intensity is None else [intensity[w] for w in windows])
+        for k, (i, box) in enumerate(batch):
+            # chunks kept on a device come over explicitly
+            labels = backend.to_host(crops[0][k])
+            crop = None if intensity is None else backend.to_host(crops[1][k])
+            values[i] = request.measure(int(part["label"][i]), box, labels, crop, [a for a, _ in box])
 
 
 def plan_measure(plan, images, budget, backend, request=None):
@@ -177,8 +187,9 @@ def plan_measure(plan, images, budget, backend, request=None):
     widest = max((image.dtype for image in images), key=lambda d: d.itemsize)
     intensity_bytes = images[-1].dtype.itemsize * (images[-1].shape[-1] if images[-1].ndim > images[0].ndim else 1)
     per_voxel = plan.voxel_bytes(images[0].dtype.itemsize, images[-1].dtype.itemsize if len(images) > 1 else 0)
-    if request:
-        per_voxel += images[0].dtype.itemsize + (intensity_bytes if len(images) > 1 else 0) + 1
+    if request:  # the tile's host copy, and scikit-image's cached crops of its regions (masks, filled and
+        # convex masks, intensity crops: about the tile's voxels again for regions that do not overlap)
+        per_voxel += images[0].dtype.itemsize + 2 * (intensity_bytes if len(images) > 1 else 0) + 4
     unit = widest.itemsize * len(images)
     if len(images) > 1 and images[-1].ndim > images[0].ndim:  # channels: count them among the working copies
         per_voxel += intensity_bytes
