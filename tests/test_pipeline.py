@@ -117,3 +117,23 @@ def test_a_chain_s_work_is_counted_from_its_steps_and_a_user_function_is_unknown
     x = da.from_array(image, chunks=64)
     assert work_per_voxel(gt.gaussian(x, 2.0)) == (2 * (2 * 8 + 1), image.nbytes, False)  # two passes of 17 taps
     assert work_per_voxel(gt.map_tiles(lambda t: t + 1, x))[0] is None
+
+
+def test_a_pass_into_a_scratch_store_decodes_each_source_chunk_about_once():
+    # out of core, tiles run in batches; a neighbour's halo lines and chunks needed again are kept between
+    # batches within the budget, instead of reading (decoding) the chunk again for every window touching it
+    reads = collections.Counter()
+
+    def read(chunk, block_info=None):
+        reads[tuple(block_info[0]["chunk-location"])] += 1
+        return chunk
+
+    image = np.random.default_rng(5).random((512, 512)).astype(np.float32)
+    source = da.from_array(image, chunks=32).map_blocks(read, dtype=np.float32)
+    smoothed = gt.map_tiles(lambda t: ndi.gaussian_filter(t, 1.0), source, halo=4, tile_shape=(32, 32))
+    with gt.config(memory_budget="512KiB"):
+        mask = gt.threshold(smoothed, "otsu")
+    assert "kept in a scratch store" in explain(mask)
+    assert sum(reads.values()) <= 1.5 * len(reads) and len(reads) == 256  # without keeping: 1380 reads
+    whole = ndi.gaussian_filter(image, 1.0)
+    np.testing.assert_array_equal(mask.compute(), whole > skimage.filters.threshold_otsu(whole))

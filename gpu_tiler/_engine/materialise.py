@@ -44,6 +44,7 @@ from gpu_tiler._registry import (
     info_of,
     info_of_name,
     metadata_of,
+    plan_of,
     record,
 )
 
@@ -192,6 +193,7 @@ def _to_scratch(x: da.Array, budget_bytes: int, reductions, where=None, progress
     """Write ``x`` tile by tile into a scratch zarr store, each tile's ``reductions`` computed in the task
     that writes it; return the stored array (lazy) and the reductions' values."""
     import zarr
+    from zarr.codecs import BloscCodec
 
     scratch = ScratchStore(where)
     chunks = _regular_chunks(x)
@@ -199,7 +201,11 @@ def _to_scratch(x: da.Array, budget_bytes: int, reductions, where=None, progress
         x = x.rechunk(tuple(max(c) for c in x.chunks))
         chunks = _regular_chunks(x)
     path = os.path.join(scratch.path, "kept.zarr")
-    store = zarr.create_array(store=path, shape=x.shape, chunks=chunks, dtype=x.dtype, zarr_format=3, fill_value=0)
+    # LZ4 at level 1 (as label's scratch store): zstd cost the pass more time than the filter did; every chunk
+    # is written as it is (checking whether it is all fill value is one more pass over it)
+    store = zarr.create_array(store=path, shape=x.shape, chunks=chunks, dtype=x.dtype, zarr_format=3, fill_value=0,
+                              compressors=[BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")],
+                              config={"write_empty_chunks": True})
     values = [None] * len(reductions)
 
     def gather(done):
@@ -207,8 +213,12 @@ def _to_scratch(x: da.Array, budget_bytes: int, reductions, where=None, progress
             for k, (r, p) in enumerate(zip(reductions, partials)):
                 values[k] = p if values[k] is None else r.merge(values[k], p)
 
-    run_bounded(x, _WriteAndReduce(_TileWriter(store, chunks, path, path), tuple(reductions)),
-                tiles_in_flight_for_chunks(x, budget_bytes), progress, in_task=True, on_done=gather)
+    plan = plan_of(x)
+    in_flight = plan.tiles_in_flight if plan is not None else tiles_in_flight_for_chunks(x, budget_bytes)
+    # what the tiles in flight leave of the budget keeps source chunks and halo lines for later batches
+    spare = budget_bytes - (plan.peak_bytes if plan is not None else budget_bytes // 2)
+    run_bounded(x, _WriteAndReduce(_TileWriter(store, chunks, path, path), tuple(reductions)), in_flight, progress,
+                in_task=True, on_done=gather, carry_bytes=max(0, spare))
     z = zarr.open_array(path, mode="r")
     stored = StoredArray(z, path, path, keep=scratch)  # the graph holds the store's owner: it lives while read
     kept = da.from_array(stored, chunks=z.chunks, name=f"kept-{uuid.uuid4().hex}",

@@ -90,10 +90,37 @@ def windows(x: da.Array, tile_chunks, halo, modes, cval, name=None) -> da.Array:
     dsk = {}
     for tile_index in itertools.product(*(range(len(tc)) for tc in tile_chunks)):
         keys, pieces = _combine_pieces(x.name, [per_axis[a][i] for a, i in enumerate(tile_index)])
+        keys, pieces = _halo_pieces(f"{name}-halo", x.chunks, list(keys), pieces, dsk)
         shape = tuple(win_chunks[a][i] for a, i in enumerate(tile_index))
         dsk[(name, *tile_index)] = (_assemble_window, shape, cval, pieces, *keys)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
     return da.Array(graph, name, win_chunks, meta=x._meta)
+
+
+def _halo_pieces(name, chunks, keys, pieces, dsk):
+    """A window's parts of neighbouring chunks (its halo: a few lines of each) as keys of their own.
+
+    Each is a small copy, shared by the windows that read that part; a bounded run
+    (:func:`~gpu_tiler._execution.bounded.run_bounded`) keeps such small values for its later batches,
+    so a chunk is decoded again for a neighbour's halo only while its halo part has not been made yet."""
+    out_keys, out_pieces = {}, []
+    for dst, arg, src in pieces:
+        if arg is None:
+            out_pieces.append((dst, None, None))
+            continue
+        key = keys[arg]
+        shape = tuple(chunks[a][i] for a, i in enumerate(key[1:]))
+        whole = all(s.step in (None, 1) and (s.start or 0) == 0 and s.stop == n for s, n in zip(src, shape))
+        if not whole:
+            part = (name, *key[1:], tuple((s.start, s.stop, s.step) for s in src))
+            dsk.setdefault(part, (_copy_part, key, src))
+            key, src = part, tuple(slice(None) for _ in src)
+        out_pieces.append((dst, out_keys.setdefault(key, len(out_keys)), src))
+    return list(out_keys), out_pieces
+
+
+def _copy_part(chunk, src):
+    return chunk[src].copy()
 
 
 def _fit_chunks(x: da.Array, tile_shape) -> da.Array:

@@ -13,6 +13,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+import dask
 import dask.array as da
 import dask.core
 import dask.threaded
@@ -48,7 +49,7 @@ def _write_in_task(write, index, block):
 
 
 def run_bounded(array: da.Array, write, tiles_in_flight: int, progress=None, skip=frozenset(), *,
-                in_task: bool = False, on_done=None) -> None:
+                in_task: bool = False, on_done=None, carry_bytes: int = 0) -> None:
     """Compute every block of ``array`` in raster-order batches of ``tiles_in_flight`` blocks.
 
     ``write(block_index, block)`` receives each block: in this process after its batch (the default:
@@ -59,13 +60,19 @@ def run_bounded(array: da.Array, write, tiles_in_flight: int, progress=None, ski
     computed. ``progress(done, total)`` is called after each batch, counting skipped blocks as done.
 
     Locally, batches run on dask's threaded scheduler with ``tiles_in_flight`` threads. When a
-    dask.distributed client is active, they run on its workers, ``tiles_in_flight`` per worker."""
+    dask.distributed client is active, they run on its workers, ``tiles_in_flight`` per worker.
+
+    ``carry_bytes`` (locally): values a batch computed that later batches need again (a source chunk,
+    a neighbour's halo lines) are kept for them, smallest first, up to this many bytes, instead of being
+    computed (decoded) again; each is dropped after the last batch that needs it."""
     in_flight = max(1, int(tiles_in_flight))
     every = list(itertools.product(*(range(n) for n in array.numblocks)))
     indices = [i for i in every if i not in skip]
     already = len(every) - len(indices)
     keys = [(array.name, *i) for i in indices]
-    dsk = dict(array.__dask_optimize__(array.__dask_graph__(), keys))
+    # with values kept between batches, small tasks (a neighbour's halo lines) must stay keys of their own
+    with dask.config.set({"optimization.fuse.active": False} if carry_bytes else {}):
+        dsk = dict(array.__dask_optimize__(array.__dask_graph__(), keys))
     if not all(k in dsk for k in keys):  # an optimization renamed the outputs: run the graph as built
         dsk = dict(array.__dask_graph__())
     client = active_client()
@@ -85,26 +92,100 @@ def run_bounded(array: da.Array, write, tiles_in_flight: int, progress=None, ski
     progress = PassLog.following(array, total, progress)  # one pass, however many batches
     if progress is not None and already:
         progress(already, total)
+    batches = [indices[start : start + batch_size] for start in range(0, len(indices), batch_size)]
+    carry = _Carry(dsk, [[(array.name, *i) for i in batch] for batch in batches],
+                   carry_bytes if client is None else 0)
     _in_bounded_run.depth = getattr(_in_bounded_run, "depth", 0) + 1
+    done = already
     try:
-        for start in range(0, len(indices), batch_size):
-            batch = indices[start : start + batch_size]
+        for b, batch in enumerate(batches):
             block_keys = [(array.name, *i) for i in batch]
-            sub = _needed(dsk, block_keys)
+            sub = _needed(carry.graph, block_keys)
+            kept = carry.candidates(b, sub, block_keys)
             if in_task:
                 writes = {(token, *i): (_write_in_task, write, i, key) for i, key in zip(batch, block_keys)}
                 sub.update(writes)
-                results = get(sub, list(writes))
+                *results, values = get(sub, [*writes, kept])
             else:
-                for index, block in zip(batch, get(sub, block_keys)):
+                *blocks, values = get(sub, [*block_keys, kept])
+                for index, block in zip(batch, blocks):
                     write(index, block)
                 results = batch
+            carry.keep(b, kept, values)
             if on_done is not None:
                 on_done(list(results))
+            done += len(batch)
             if progress is not None:
-                progress(already + min(start + batch_size, len(indices)), total)
+                progress(done, total)
     finally:
         _in_bounded_run.depth -= 1
+
+
+class _Carry:
+    """Values computed by one batch that later batches need, kept for them within ``allowance`` bytes.
+
+    A batch also computes the one-input tasks of its values that later batches need (the halo lines a
+    later window takes from a chunk this batch decoded), so the chunk need not be kept or decoded again for
+    them. What is kept is what is needed soonest (values needed again nearest first)."""
+
+    def __init__(self, dsk, batches, allowance):
+        self.allowance, self.values, self.uses = int(allowance), {}, {}
+        self.graph = _Overlay(self.values, dsk)
+        self.dependents = {}
+        if self.allowance > 0:
+            for b, keys in enumerate(batches):
+                for key in _needed(dsk, keys):
+                    self.uses.setdefault(key, []).append(b)
+            computed = {key for key in dsk if dask.core.get_dependencies(dsk, key)}  # not data in the graph
+            for key in computed:
+                deps = dask.core.get_dependencies(dsk, key)
+                if len(deps) == 1 and next(iter(deps)) in computed:
+                    self.dependents.setdefault(next(iter(deps)), []).append(key)
+
+    def _next_use(self, key, b):
+        later = [u for u in self.uses.get(key, ()) if u > b]
+        return later[0] if later else None
+
+    def candidates(self, b, sub, outputs):
+        """Keys worth keeping after batch ``b`` (its graph ``sub`` grows by the small tasks they need)."""
+        if self.allowance <= 0:
+            return []
+        outputs = set(outputs)
+        wanted = [k for k in sub if k not in outputs and k not in self.values and self._next_use(k, b) is not None]
+        for key in list(sub):  # one-input tasks of this batch's values that a later batch needs
+            for child in self.dependents.get(key, ()):
+                if child not in sub and child not in self.values and self._next_use(child, b) is not None:
+                    sub[child] = self.graph.dsk[child]
+                    wanted.append(child)
+        return wanted
+
+    def keep(self, b, keys, values):
+        pool = {k: v for k, v in self.values.items() if self._next_use(k, b) is not None}
+        pool.update(zip(keys, values))
+        self.values.clear()
+        used = 0
+        for key in sorted(pool, key=lambda k: (self._next_use(k, b), _nbytes(pool[k]))):
+            size = _nbytes(pool[key])
+            if used + size <= self.allowance:
+                self.values[key], used = pool[key], used + size
+
+
+class _Overlay(dict):
+    """A graph read through kept values: a kept key is its value (no task, no dependencies)."""
+
+    def __init__(self, values, dsk):
+        super().__init__()
+        self.values, self.dsk = values, dsk
+
+    def __getitem__(self, key):
+        return self.values[key] if key in self.values else self.dsk[key]
+
+    def __contains__(self, key):
+        return key in self.values or key in self.dsk
+
+
+def _nbytes(value) -> int:
+    return int(getattr(value, "nbytes", 1 << 62))  # what cannot say its size is never kept
 
 
 def tiles_in_flight_for_chunks(array: da.Array, budget_bytes: int, working_copies: int = 2) -> int:
