@@ -20,6 +20,7 @@ and is computed on the backend's ``ndimage`` (``scipy.ndimage`` or ``cupyx.scipy
 """
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 
@@ -80,13 +81,10 @@ def _check_common(x, order, mode, cval, output):
     return int(order), ("reflect" if mode == "grid-mirror" else mode), float(cval), out_dtype
 
 
-def _prepadded(x, order, mode, cval, prefilter):
-    """The array SciPy interpolates (padded by 12 for prefiltered 'nearest'/'grid-constant') and the pad."""
-    if prefilter and order > 1 and mode in ("nearest", "grid-constant"):
-        if mode == "nearest":
-            return da.pad(x, 12, mode="edge"), 12
-        return da.pad(x, 12, mode="constant", constant_values=cval), 12
-    return x, 0
+def _prepad(order, mode, prefilter):
+    """SciPy's pre-pad for prefiltered 'nearest'/'grid-constant' (12 samples; the window reads it as the
+    boundary mode extends the image, so no padded copy of the source is made)."""
+    return 12 if prefilter and order > 1 and mode in ("nearest", "grid-constant") else 0
 
 
 # ---- coordinates, exactly as scipy.ndimage computes them -----------------------------------------------------
@@ -98,23 +96,25 @@ class _Affine:
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float64)
         self.offset = np.asarray(offset, dtype=np.float64)
 
-    def __call__(self, xp, box):
-        n_out = len(box)
-        axes = [xp.arange(a, b, dtype=xp.float64).reshape(tuple(-1 if k == l else 1 for k in range(n_out)))
-                for l, (a, b) in enumerate(box)]
-        out = []
+    def _at(self, xp, positions):
+        """Each input axis's coordinate at the grid of output ``positions`` (1-D per output axis), one
+        axis at a time; the partial sums broadcast, only the last addition is the grid's size."""
+        n_out = len(positions)
+        axes = [p.reshape(tuple(-1 if k == l else 1 for k in range(n_out))) for l, p in enumerate(positions)]
         for h in range(self.matrix.shape[0]):
             t = float(self.offset[h])
             for l in range(n_out):
                 t = t + axes[l] * float(self.matrix[h, l])
-            out.append(t)
-        return out
+            yield t
+
+    def each(self, xp, box):
+        return self._at(xp, [xp.arange(a, b, dtype=xp.float64) for a, b in box])
 
     def bounds(self, box):
-        corners = np.array(list(np.ndindex(*(2,) * len(box))), dtype=np.float64)
-        points = np.array([[(b - 1) if k else a for k, (a, b) in zip(c, box)] for c in corners], dtype=np.float64)
-        values = self.offset[None, :] + points @ self.matrix.T
-        return values.min(axis=0), values.max(axis=0)
+        """The extreme coordinates over the tile: at its corners (each sum is monotone in each output
+        coordinate, rounding included), computed with the tiles' own arithmetic, so they are exact."""
+        values = [np.asarray(c).ravel() for c in self._at(np, [np.array([a, b - 1], dtype=np.float64) for a, b in box])]
+        return np.array([v.min() for v in values]), np.array([v.max() for v in values])
 
 
 class _ZoomShift:
@@ -136,10 +136,10 @@ class _ZoomShift:
                 c = c * float(self.zoom[k])
         return c
 
-    def __call__(self, xp, box):
+    def each(self, xp, box):
         n = len(box)
-        return [self._axis(xp.arange(a, b, dtype=xp.float64), k).reshape(tuple(-1 if j == k else 1 for j in range(n)))
-                for k, (a, b) in enumerate(box)]
+        for k, (a, b) in enumerate(box):
+            yield self._axis(xp.arange(a, b, dtype=xp.float64), k).reshape(tuple(-1 if j == k else 1 for j in range(n)))
 
     def bounds(self, box):
         lo, hi = [], []
@@ -151,7 +151,8 @@ class _ZoomShift:
 
 
 class _Given:
-    """Coordinates from an array (map_coordinates): bounds from each tile's block, computed beforehand."""
+    """Coordinates from an array (map_coordinates): bounds from each tile's block, computed beforehand
+    (their exact minimum and maximum)."""
 
     def __init__(self, ranges):
         self.ranges = ranges
@@ -160,12 +161,19 @@ class _Given:
         return self.ranges[box]
 
 
+def _first_sample(c: float, order: int) -> int:
+    """The first sample SciPy's spline of ``order`` reads at coordinate ``c`` (it reads ``order + 1``)."""
+    return math.floor(c + 0.5) - order // 2 if order % 2 == 0 else math.floor(c) - order // 2
+
+
 def _axis_window(lo_c, hi_c, length, order, mode, halo):
+    """The window along one axis for coordinates in ``[lo_c, hi_c]`` (exact bounds): every sample SciPy
+    reads there (zero weights included, so NaN and inf spread as in SciPy), and the whole numbers around
+    each coordinate (so a coordinate never falls outside its window), plus ``halo``, cut to the image."""
     if not (np.isfinite(lo_c) and np.isfinite(hi_c)):
         return 0, length
-    slack = 1e-9 * max(1.0, abs(lo_c), abs(hi_c))  # the corners' rounding against the tile's own
-    lo = math.floor(lo_c - slack) - order - 1
-    hi = math.floor(hi_c + slack) + order + 1
+    lo = min(math.floor(lo_c), _first_sample(lo_c, order))
+    hi = max(math.ceil(hi_c), _first_sample(hi_c, order) + order)
     if mode in _WHOLE_AXIS_MODES and (lo < 0 or hi > length - 1):
         return 0, length
     lo = min(max(lo, 0), length - 1)
@@ -181,11 +189,28 @@ def _axis_window(lo_c, hi_c, length, order, mode, halo):
 
 
 def _source_region(coords, shape, order, mode, halo, npad):
+    """Source region of an output tile, in the image's coordinates (SciPy's pre-padded ones less ``npad``)."""
+    padded = tuple(n + 2 * npad for n in shape)
+
     def region(box):
         lo, hi = coords.bounds(box)
-        return tuple(_axis_window(float(l) + npad, float(h) + npad, n, order, mode, halo)
-                     for l, h, n in zip(lo, hi, shape))
+        return tuple((a - npad, b - npad) for a, b in (
+            _axis_window(float(l) + npad, float(h) + npad, n, order, mode, halo) for l, h, n in zip(lo, hi, padded)))
     return region
+
+
+#: output voxels interpolated per call: bounds the coordinate arrays a tile needs, whatever its size
+SLAB_VOXELS = 1 << 15
+
+
+def _slabs(shape, limit=SLAB_VOXELS):
+    """Sub-boxes of a tile of ``shape`` (local slices) with at most ``limit`` voxels each (or one line)."""
+    k = next(a for a in range(len(shape)) if math.prod(shape[a + 1 :]) <= limit)
+    step = max(1, limit // math.prod(shape[k + 1 :]))
+    for lead in itertools.product(*(range(n) for n in shape[:k])):
+        for i in range(0, shape[k], step):
+            yield (*(slice(j, j + 1) for j in lead), slice(i, min(i + step, shape[k])),
+                   *(slice(0, n) for n in shape[k + 1 :]))
 
 
 def _transform_tile(window, *given, out_box, src_box, coords, order, interp_mode, interp_cval, prefilter, npad,
@@ -193,45 +218,57 @@ def _transform_tile(window, *given, out_box, src_box, coords, order, interp_mode
     mode, cval = interp_mode, interp_cval
     backend = chunk_backend(window)
     xp, ndi = backend.xp, backend.ndimage
-    tile = tuple(b - a for a, b in out_box)
-    if coords is None:  # map_coordinates: this tile's block of the coordinate array, in float64 as SciPy reads it
-        block = given[0].astype(xp.float64)
-        glob = [block[k] for k in range(block.shape[0])]
-    else:
-        glob = coords(xp, out_box)
-    local = []
-    for k, c in enumerate(glob):
-        if npad:
-            c = c + float(npad)
-        start = src_box[k][0]
-        here = c - float(start)  # exact: start is a whole number in [0, c] for every sample read
-        if order == 0 and start:
-            # SciPy rounds c + 0.5; in the few samples where that rounds across a whole number and
-            # (c - start) + 0.5 does not, give the sample index SciPy picks (inside the image only)
-            picked = xp.floor(c + 0.5) - float(start)
-            inside = (c >= 0) & (c <= lengths[k] - 1) if mode not in ("nearest", "grid-constant") else c == c
-            here = xp.where((picked != xp.floor(here + 0.5)) & inside, picked, here)
-        local.append(xp.broadcast_to(here, tile))
-    points = xp.stack(local)
     source = window
     if prefilter and order > 1:
         source = ndi.spline_filter(window, order=order, output=xp.float64, mode=mode)
-    return ndi.map_coordinates(source, points, output=out_dtype, order=order, mode=mode, cval=cval, prefilter=False)
+    del window
+    tile = tuple(b - a for a, b in out_box)
+    starts = [float(a + npad) for a, _ in src_box]  # the window's start in SciPy's (pre-padded) coordinates
+    out = xp.empty(tile, dtype=out_dtype)
+    for part in _slabs(tile):
+        shape = tuple(p.stop - p.start for p in part)
+        if coords is None:  # map_coordinates: this slab of the coordinate block, in float64 as SciPy reads it
+            block = given[0][(slice(None), *part)]
+            glob = (block[k].astype(xp.float64) for k in range(block.shape[0]))
+        else:
+            glob = coords.each(xp, tuple((a + p.start, a + p.stop) for (a, _), p in zip(out_box, part)))
+        points = xp.empty((len(starts), *shape), dtype=xp.float64)
+        for k, c in enumerate(glob):
+            if npad:
+                c = c + float(npad)
+            start = starts[k]
+            if order == 0 and start:
+                # SciPy rounds c + 0.5; in the few samples where that rounds across a whole number and
+                # (c - start) + 0.5 does not, give the sample index SciPy picks (inside the image only)
+                here = c - start  # exact: start is a whole number in [0, c] for every sample read
+                picked = xp.floor(c + 0.5) - start
+                inside = (c >= 0) & (c <= lengths[k] - 1) if mode not in ("nearest", "grid-constant") else c == c
+                points[k] = xp.where((picked != xp.floor(here + 0.5)) & inside, picked, here)
+            else:
+                xp.subtract(c, start, out=points[k])  # exact, as above
+        out[part] = ndi.map_coordinates(source, points, output=out_dtype, order=order, mode=mode, cval=cval,
+                                        prefilter=False)
+    return out
 
 
 def _transform(x, coords, output_shape, order, mode, cval, prefilter, out_dtype, budget, tile_shape, backend,
                given=(), chunks=None):
-    source, npad = _prepadded(x, order, mode, cval, prefilter)
+    npad = _prepad(order, mode, prefilter)
     halo = spline_halo(order) if prefilter and order > 1 else 0
-    region = _source_region(coords, source.shape, order, mode, halo, npad)
-    window_bytes = x.dtype.itemsize + (16 if prefilter and order > 1 else 0)
-    tile_bytes = 8 * (x.ndim + 2) + out_dtype.itemsize
+    region = _source_region(coords, x.shape, order, mode, halo, npad)
+    ndim = len(x.shape)
+    # per window voxel: the window, and the float64 spline coefficients when prefiltered; per output voxel:
+    # the tile (and, for map_coordinates, its block of coordinates and one axis of it in float64)
+    window_bytes = x.dtype.itemsize + (8 if prefilter and order > 1 else 0)
+    tile_bytes = out_dtype.itemsize + (given[0].dtype.itemsize * ndim + 8 if given else 0)
+    # one slab's coordinates (float64, one per input axis), its partial sums and its interpolated values
+    slab = (SLAB_VOXELS, 8 * (ndim + 3) + out_dtype.itemsize)
     return map_regions(
-        _transform_tile, source, region, output_shape=output_shape, dtype=out_dtype, aligned=given, chunks=chunks,
-        window_bytes=window_bytes, tile_bytes=tile_bytes, budget=budget, tile_shape=tile_shape, backend=backend,
-        mode=mode, cval=cval, coords=None if isinstance(coords, _Given) else coords, order=order,
-        interp_mode=mode, interp_cval=cval, prefilter=bool(prefilter), npad=npad, lengths=tuple(source.shape),
-        out_dtype=out_dtype,
+        _transform_tile, x, region, output_shape=output_shape, dtype=out_dtype, aligned=given, chunks=chunks,
+        window_bytes=window_bytes, tile_bytes=tile_bytes, slab=slab, out_work=8 * (order + 1) ** ndim,
+        budget=budget, tile_shape=tile_shape, backend=backend, mode=mode, cval=cval,
+        coords=None if isinstance(coords, _Given) else coords, order=order, interp_mode=mode, interp_cval=cval,
+        prefilter=bool(prefilter), npad=npad, lengths=tuple(n + 2 * npad for n in x.shape), out_dtype=out_dtype,
     )
 
 

@@ -5,9 +5,11 @@ assembled from the source's chunks; output tiles are planned so the largest wind
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
+import threading
 import uuid
 
 import dask.array as da
@@ -18,7 +20,7 @@ from dask.highlevelgraph import HighLevelGraph
 from gpu_tiler._backends import resolve_backend
 from gpu_tiler._engine.tiles import _assemble_window, _combine_pieces
 from gpu_tiler._io.provenance import function_token
-from gpu_tiler._io.sources import as_dask
+from gpu_tiler._io.sources import as_dask, read_stored, reads_into, stored_source
 from gpu_tiler._planning.halo import SCIPY_TO_NUMPY_PAD, axis_pieces, normalize_modes
 from gpu_tiler._planning.plan import (
     MIN_PARALLEL_TILE,
@@ -44,13 +46,107 @@ def region_indices(length: int, start: int, stop: int, mode: str) -> np.ndarray:
     return idx[start + before : stop + before]
 
 
-def _region_cost(out_box, region, window_bytes, tile_bytes):
-    return (math.prod(b - a for a, b in region) * window_bytes
-            + math.prod(b - a for a, b in out_box) * tile_bytes)
+def _edges(chunks):
+    return [np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in chunks]
+
+
+class _Reads:
+    """How each window is read from the source, and what reading it holds.
+
+    A stored input (zarr, TIFF, ``.npy``: ``open``'s view of it) is read straight from the store, for
+    each source chunk a window touches only the sub-box it needs, written into the window. A compressed
+    chunk is still decoded whole, so each read holds the chunk's stored and decoded bytes while it
+    runs; reads are limited to a few at a time per process (:class:`ReadSlots`), so this is counted per
+    read slot, not per tile. Any other dask array is read through its chunks, which dask computes whole
+    and holds until the window is assembled: counted per tile (NumPy arrays given in memory: their
+    chunks are views of the array, free)."""
+
+    def __init__(self, x: da.Array):
+        self.itemsize = x.dtype.itemsize
+        self.shape = tuple(x.shape)
+        self.stored = stored_source(x)
+        physical = getattr(self.stored, "chunks", None) if self.stored is not None else x.chunks
+        self.chunked = self.stored is not None and physical is not None
+        if self.chunked:
+            physical = tuple(tuple(min(c, n - i) for i in range(0, n, c)) for c, n in zip(physical, x.shape))
+        elif self.stored is not None:  # a memory-mapped .npy: any region is read as it is
+            physical = tuple((n,) for n in x.shape)
+        self.bounds = _edges(physical)
+        graph = x.__dask_graph__()
+        layer = getattr(graph, "layers", {}).get(x.name)
+        self.free = (self.stored is not None and not self.chunked) or (
+            self.stored is None and layer is not None and not graph.dependencies.get(x.name)
+            and all(isinstance(v, np.ndarray) for v in layer.values()))
+        self.into = self.stored is not None and reads_into(self.stored)
+
+    def _touched(self, region):
+        """Per axis, the lengths of the source chunks the region reads."""
+        out = []
+        for a, (lo, hi) in enumerate(region):
+            n, edges = self.shape[a], self.bounds[a]
+            if lo < 0 or hi > n:  # reach past the border: the chunks of what it maps to (reflect reads most)
+                chunks = np.unique(np.searchsorted(edges, region_indices(n, lo, hi, "reflect"), side="right") - 1)
+            else:
+                chunks = range(int(np.searchsorted(edges, lo, side="right")) - 1,
+                               int(np.searchsorted(edges, hi - 1, side="right")))
+            out.append([int(edges[c + 1] - edges[c]) for c in chunks])
+        return out
+
+    def per_tile(self, region) -> int:
+        """Bytes a tile holds while its window is read, beyond the window (dask's whole chunks)."""
+        if self.free or self.stored is not None:
+            return 0
+        return math.prod(sum(t) for t in self._touched(region)) * self.itemsize
+
+    def per_read(self, region, window_voxels: int) -> int:
+        """Bytes one read of a stored chunk holds while it runs: the chunk stored and decoded, and the
+        sub-box copied out of it unless it is decoded straight into the window (inside the image)."""
+        if not self.chunked:
+            return 0
+        chunk = math.prod(max(t) for t in self._touched(region)) * self.itemsize
+        inside = all(0 <= lo and hi <= n for (lo, hi), n in zip(region, self.shape))
+        return 2 * chunk + (0 if self.into and inside else min(chunk, window_voxels * self.itemsize))
+
+    def decoded(self, region, window_voxels: int) -> int:
+        """Bytes decoded (or computed) to assemble one window: the work of reading it."""
+        if self.free:
+            return window_voxels * self.itemsize
+        return math.prod(sum(t) for t in self._touched(region)) * self.itemsize
+
+
+_SLOTS: dict[int, threading.Semaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+class ReadSlots:
+    """At most ``n`` stored chunks read at once in this process, by every map_regions result planned
+    with ``n`` slots (a semaphore per ``n``, shared by the tasks that unpickle this in one process)."""
+
+    def __init__(self, n: int):
+        self.n = max(1, int(n))
+
+    def __reduce__(self):
+        return (ReadSlots, (self.n,))
+
+    @contextlib.contextmanager
+    def hold(self):
+        with _SLOTS_LOCK:
+            semaphore = _SLOTS.setdefault(self.n, threading.Semaphore(self.n))
+        with semaphore:
+            yield
+
+
+def _region_cost(out_box, region, window_bytes, tile_bytes, slab=(0, 0), reads=None):
+    """Bytes one tile holds (its window, tile, scratch and dask's chunks), and what one of its reads holds."""
+    window = math.prod(b - a for a, b in region)
+    tile = math.prod(b - a for a, b in out_box)
+    held = reads.per_tile(region) if reads is not None else 0
+    per_read = reads.per_read(region, window) if reads is not None else 0
+    return window * window_bytes + tile * tile_bytes + min(tile, slab[0]) * slab[1] + held, per_read
 
 
 def _boxes(chunks):
-    edges = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in chunks]
+    edges = _edges(chunks)
     for index in itertools.product(*(range(len(c)) for c in chunks)):
         yield index, tuple((int(e[i]), int(e[i + 1])) for e, i in zip(edges, index))
 
@@ -63,11 +159,77 @@ def _chunks_for(shape, tile):
     return tuple(out)
 
 
+def _worst(costs):
+    """The largest tile cost and the largest read cost among ``(tile, read)`` costs."""
+    tile, read = 1, 0
+    for t, r in costs:
+        tile, read = max(tile, t), max(read, r)
+    return tile, read
+
+
+def _halve(shape, evaluate, budget_bytes, wanted):
+    """Halve tile axes until ``wanted`` of the most expensive tiles and one read fit the budget, each
+    time the axis whose halving reads the least in all (the longest among equals); then cut the longest
+    axis for parallelism while tiles stay MIN_PARALLEL_TILE long. ``evaluate(tile)`` gives
+    ``((worst tile cost, worst read cost), bytes read by all tiles)``.
+    Returns (tile, (worst tile cost, worst read cost), bytes read, tiles in flight)."""
+    tile = [max(1, n) for n in shape]
+    cost, read = evaluate(tile)
+    while cost[0] * wanted + cost[1] > budget_bytes:
+        if max(tile) == 1:
+            if sum(cost) > budget_bytes:
+                raise ValueError(
+                    f"a memory budget of {budget_bytes} bytes cannot hold one output voxel with its source window "
+                    f"({sum(cost)} bytes): raise memory_budget to at least {sum(cost)} bytes")
+            wanted = max(1, (budget_bytes - cost[1]) // cost[0])
+            break
+        options = []
+        for axis in range(len(tile)):
+            if tile[axis] > 1:
+                trial = tile.copy()
+                trial[axis] = math.ceil(tile[axis] / 2)
+                options.append((*evaluate(trial)[::-1], -tile[axis], axis, trial))
+        read, cost, _, _, tile = min(options, key=lambda o: o[:1] + o[2:4])
+    while math.prod(math.ceil(n / t) for n, t in zip(shape, tile)) < wanted:
+        axis = max(range(len(tile)), key=lambda a: (tile[a], -a))
+        if math.ceil(tile[axis] / 2) < MIN_PARALLEL_TILE:
+            break
+        tile[axis] = math.ceil(tile[axis] / 2)
+        cost, read = evaluate(tile)
+    return tuple(tile), cost, read, wanted
+
+
+def _slots(cost, in_flight, budget_bytes):
+    """Read slots: as many reads at once as the budget holds next to the tiles (at least one, at most one
+    per tile in flight)."""
+    if not cost[1]:
+        return in_flight
+    return max(1, min(in_flight, (budget_bytes - cost[0] * in_flight) // cost[1]))
+
+
+def _plan(shape, tile, cost, in_flight, budget_bytes, dtype):
+    """A TilePlan whose bytes per tile include its share of the read slots (so its peak is the total)."""
+    slots = _slots(cost, in_flight, budget_bytes)
+    per_tile = cost[0] + math.ceil(cost[1] * slots / in_flight)
+    return TilePlan(shape, np.dtype(dtype), tuple(tile), (0,) * len(shape), in_flight, per_tile, budget_bytes), slots
+
+
 def plan_regions(output_shape, source_region, *, window_bytes: int, tile_bytes: int, budget=None, backend=None,
-                 tile_shape=None, tiles_in_flight=None, dtype=np.float32) -> TilePlan:
-    """Plan output tiles for :func:`map_regions`: the largest tiles such that ``tiles_in_flight`` of the
-    most expensive ones fit the budget, a tile costing ``window_bytes`` per voxel of its source window
-    (``source_region(box)``, which depends on the tile) plus ``tile_bytes`` per voxel of the tile."""
+                 tile_shape=None, tiles_in_flight=None, dtype=np.float32, slab=(0, 0),
+                 reads: _Reads | None = None, out_work: int | None = None):
+    """Plan output tiles for :func:`map_regions`: large tiles such that ``tiles_in_flight`` of the most
+    expensive ones and one read of a stored chunk fit the budget, a tile costing ``window_bytes`` per
+    voxel of its source window (``source_region(box)``, which depends on the tile), ``tile_bytes`` per
+    voxel of the tile, ``slab`` ``(voxels, bytes)``: bytes per voxel of scratch for at most that many
+    voxels at once, and dask's chunks its window is read from (``reads``). Tile axes are halved where
+    that reads the least source data in all (windows overlap, and source chunks are decoded whole).
+    Returns the plan and the number of reads allowed at once (the budget left next to the tiles).
+
+    When reading costs more than the windows (source chunks larger than windows), fewer tiles in
+    flight with larger tiles read less in all: unless ``tiles_in_flight`` is given, every count from
+    the default down to one is tried and the plan with the least estimated time is kept (bytes read,
+    at the reads allowed at once, against bytes read plus ``out_work`` per output voxel, default
+    ``tile_bytes``, at the tiles in flight)."""
 
     shape = tuple(int(n) for n in output_shape)
     budget_bytes, kind = _resolve_budget(budget, backend)
@@ -75,46 +237,40 @@ def plan_regions(output_shape, source_region, *, window_bytes: int, tile_bytes: 
     if wanted < 1:
         raise ValueError(f"tiles_in_flight must be >= 1, not {wanted}")
 
-    def worst(tile):
-        return max(_region_cost(box, source_region(box), window_bytes, tile_bytes)
-                   for _, box in _boxes(_chunks_for(shape, tile)))
+    def evaluate(tile):
+        costs, read = [], 0
+        for _, box in _boxes(_chunks_for(shape, tile)):
+            region = source_region(box)
+            costs.append(_region_cost(box, region, window_bytes, tile_bytes, slab, reads))
+            window = math.prod(b - a for a, b in region)
+            read += reads.decoded(region, window) if reads is not None else window
+        return _worst(costs), read
 
     if tile_shape is not None:
         tile = tuple(min(max(1, int(t)), max(n, 1)) for t, n in zip(tile_shape, shape))
         if len(tile) != len(shape):
             raise ValueError(f"tile_shape {tile_shape} must give a length for each of the {len(shape)} output axes")
-        cost = worst(tile)
-        if cost > budget_bytes:
-            raise ValueError(f"tile_shape {tile} needs {cost} bytes with its source window, more than the memory "
-                             f"budget of {budget_bytes} bytes: raise memory_budget or pass a smaller tile_shape")
-        return TilePlan(shape, np.dtype(dtype), tile, (0,) * len(shape), max(1, min(wanted, budget_bytes // cost)),
-                        cost, budget_bytes)
-    tile = [max(1, n) for n in shape]
-    cost = worst(tile)
-    while cost * wanted > budget_bytes:
-        if max(tile) == 1:
-            if cost > budget_bytes:
-                raise ValueError(
-                    f"a memory budget of {budget_bytes} bytes cannot hold one output voxel with its source window "
-                    f"({cost} bytes): raise memory_budget to at least {cost} bytes")
-            wanted = max(1, budget_bytes // cost)
-            break
-        axis = max(range(len(tile)), key=lambda a: (tile[a], -a))
-        tile[axis] = math.ceil(tile[axis] / 2)
-        cost = worst(tile)
-    # enough tiles for every tile in flight, while tiles stay at least MIN_PARALLEL_TILE long
-
-    while math.prod(math.ceil(n / t) for n, t in zip(shape, tile)) < wanted:
-        axis = max(range(len(tile)), key=lambda a: (tile[a], -a))
-        if math.ceil(tile[axis] / 2) < MIN_PARALLEL_TILE:
-            break
-        tile[axis] = math.ceil(tile[axis] / 2)
-        cost = worst(tile)
-    return TilePlan(shape, np.dtype(dtype), tuple(tile), (0,) * len(shape), wanted, cost, budget_bytes)
+        cost = evaluate(tile)[0]
+        if sum(cost) > budget_bytes:
+            raise ValueError(f"tile_shape {tile} needs {sum(cost)} bytes with its source window, more than the "
+                             f"memory budget of {budget_bytes} bytes: raise memory_budget or pass a smaller tile_shape")
+        in_flight = max(1, min(wanted, (budget_bytes - cost[1]) // cost[0]))
+        return _plan(shape, tile, cost, in_flight, budget_bytes, dtype)
+    choices = [wanted] if tiles_in_flight is not None or reads is None or reads.free else range(wanted, 0, -1)
+    best = None
+    computed = math.prod(shape) * (tile_bytes if out_work is None else out_work)
+    for n in choices:
+        tile, cost, read, in_flight = _halve(shape, evaluate, budget_bytes, n)
+        seconds = max(read / _slots(cost, in_flight, budget_bytes), (read + computed) / in_flight)
+        if best is None or seconds < best[0] * 0.95:  # fewer in flight only for clearly less time
+            best = (seconds, tile, cost, in_flight)
+    _, tile, cost, in_flight = best
+    return _plan(shape, tile, cost, in_flight, budget_bytes, dtype)
 
 
 def _run_region(window, *extras, func, out_box, src_box, backend, to_host, dtype, kwargs):
     moved = backend.to_backend(window)
+    del window
     extra = [backend.to_backend(e) for e in extras]
     out = func(moved, *extra, out_box=out_box, src_box=src_box, **kwargs)
     want = tuple(b - a for a, b in out_box)
@@ -126,9 +282,69 @@ def _run_region(window, *extras, func, out_box, src_box, backend, to_host, dtype
     return backend.to_host(out) if to_host else out
 
 
+def _read_window(stored, shape, dtype, cval, reads, slots):
+    """One window read straight from a stored input: ``reads`` are (box, [(dst, src)]) per source chunk
+    (box None: the constant fill), each box a sub-box of one chunk, read in turn, each in a read slot:
+    into the window when the chunk gives one piece in order, else copied piece by piece."""
+    out = np.empty(shape, dtype=dtype)
+    for box, parts in reads:
+        if box is None:
+            for dst, _ in parts:
+                out[dst] = cval
+            continue
+        with slots.hold():
+            if len(parts) == 1 and all(s.step in (None, 1) for s in parts[0][1]):
+                read_stored(stored, box, out=out[parts[0][0]])
+                continue
+            block = read_stored(stored, box)
+            for dst, src in parts:
+                out[dst] = block[src]
+            del block
+    return out
+
+
+def _read_and_run(*extras, stored, shape, dtype, cval, reads, slots, run):
+    return run(_read_window(stored, shape, dtype, cval, reads, slots), *extras)
+
+
+def _index_range(s: slice, length: int):
+    r = range(*s.indices(length))
+    return r[0], r[-1], r.step
+
+
+def _stored_reads(per_axis, bounds):
+    """Group a window's pieces by source chunk: for each, the sub-box of the chunk its pieces need (global
+    slices) and each piece's source relative to that sub-box; the constant fill first (box None)."""
+    groups, constant = {}, []
+    for combo in itertools.product(*per_axis):
+        dst = tuple(p[0] for p in combo)
+        if any(p[1] is None for p in combo):
+            constant.append((dst, None))
+            continue
+        groups.setdefault(tuple(p[1] for p in combo), []).append((dst, tuple(p[2] for p in combo)))
+    reads = [(None, constant)] if constant else []
+    for chunk, parts in groups.items():
+        lengths = [int(bounds[a][c + 1] - bounds[a][c]) for a, c in enumerate(chunk)]
+        spans = [[_index_range(src[a], n) for _, src in parts] for a, n in enumerate(lengths)]
+        low = [min(min(f, last) for f, last, _ in sp) for sp in spans]
+        high = [max(max(f, last) for f, last, _ in sp) + 1 for sp in spans]
+        box = tuple(slice(int(bounds[a][c]) + lo, int(bounds[a][c]) + hi)
+                    for a, (c, lo, hi) in enumerate(zip(chunk, low, high)))
+        moved = []
+        for dst, src in parts:
+            rel = []
+            for a, s in enumerate(src):
+                first, last, step = _index_range(s, lengths[a])
+                first, last = first - low[a], last - low[a]
+                rel.append(slice(first, last + 1) if step > 0 else slice(first, last - 1 if last > 0 else None, -1))
+            moved.append((dst, tuple(rel)))
+        reads.append((box, moved))
+    return reads
+
+
 def map_regions(func, image, source_region, *, output_shape, dtype=None, mode="constant", cval=0.0, aligned=(),
-                window_bytes=None, tile_bytes=None, budget=None, tile_shape=None, chunks=None,
-                tiles_in_flight=None, backend=None, name=None, **kwargs) -> da.Array:
+                window_bytes=None, tile_bytes=None, slab=(0, 0), out_work=None, budget=None, tile_shape=None,
+                chunks=None, tiles_in_flight=None, backend=None, name=None, **kwargs) -> da.Array:
     """Output-driven tiling: each output tile is computed from a source window that depends on the tile.
 
     ``source_region(box)`` gets an output tile as per-axis ``(start, stop)`` and returns the source
@@ -139,8 +355,11 @@ def map_regions(func, image, source_region, *, output_shape, dtype=None, mode="c
     arrays whose trailing axes are ``output_shape`` (e.g. coordinates); each tile gets its block of them.
 
     Output tiles are planned (:func:`plan_regions`) so the most expensive tile — ``window_bytes`` per
-    window voxel (default: the image's itemsize x 3) plus ``tile_bytes`` per output voxel (default: the
-    output itemsize) — times the tiles in flight fits the budget; ``chunks`` gives the tiles instead.
+    window voxel (default: the image's itemsize x 3), ``tile_bytes`` per output voxel (default: the
+    output itemsize), the scratch of ``slab`` (see :func:`plan_regions`) and what reading its window
+    holds — times the tiles in flight fits the budget; ``chunks`` gives the tiles instead. A stored input (``gt.open`` of zarr, TIFF,
+    ``.npy``) is read straight from the store, only the sub-box of each chunk a window needs, one chunk
+    at a time; other dask arrays through their chunks (held whole while a window is assembled).
     """
     x = as_dask(image)
     output_shape = tuple(int(n) for n in output_shape)
@@ -149,23 +368,26 @@ def map_regions(func, image, source_region, *, output_shape, dtype=None, mode="c
     chosen = resolve_backend(x, backend=backend)
     window_bytes = x.dtype.itemsize * 3 if window_bytes is None else int(window_bytes)
     tile_bytes = out_dtype.itemsize if tile_bytes is None else int(tile_bytes)
+    reads = _Reads(x) if math.prod(x.shape) else None
     if chunks is not None:
         chunks = tuple(tuple(int(c) for c in cs) for cs in chunks)
         if tuple(sum(c) for c in chunks) != output_shape:
             raise ValueError(f"chunks {chunks} do not cover the output shape {output_shape}")
 
         budget_bytes, kind = _resolve_budget(budget, chosen)
-        cost = max(_region_cost(box, source_region(box), window_bytes, tile_bytes) for _, box in _boxes(chunks))
-        if cost > budget_bytes:
-            raise ValueError(f"an output tile with its source window needs {cost} bytes, more than the memory budget of "
-                             f"{budget_bytes} bytes: raise memory_budget or use smaller chunks")
+        cost = _worst(_region_cost(box, source_region(box), window_bytes, tile_bytes, slab, reads)
+                      for _, box in _boxes(chunks))
+        if sum(cost) > budget_bytes:
+            raise ValueError(f"an output tile with its source window needs {sum(cost)} bytes, more than the memory "
+                             f"budget of {budget_bytes} bytes: raise memory_budget or use smaller chunks")
         wanted = tiles_in_flight if tiles_in_flight is not None else default_tiles_in_flight(kind)
-        plan = TilePlan(output_shape, out_dtype, tuple(max(c) for c in chunks), (0,) * len(output_shape),
-                        max(1, min(int(wanted), budget_bytes // cost)), cost, budget_bytes)
+        plan, slots = _plan(output_shape, tuple(max(c) for c in chunks), cost,
+                            max(1, min(int(wanted), (budget_bytes - cost[1]) // cost[0])), budget_bytes, out_dtype)
     else:
-        plan = plan_regions(output_shape, source_region, window_bytes=window_bytes, tile_bytes=tile_bytes,
-                            budget=budget, backend=chosen, tile_shape=tile_shape, tiles_in_flight=tiles_in_flight,
-                            dtype=out_dtype)
+        plan, slots = plan_regions(output_shape, source_region, window_bytes=window_bytes, tile_bytes=tile_bytes,
+                                   budget=budget, backend=chosen, tile_shape=tile_shape,
+                                   tiles_in_flight=tiles_in_flight, dtype=out_dtype, slab=slab, reads=reads,
+                                   out_work=out_work)
         chunks = plan.chunks
     if math.prod(output_shape) == 0 or math.prod(x.shape) == 0:
         if math.prod(output_shape) and math.prod(x.shape) == 0:
@@ -182,7 +404,8 @@ def map_regions(func, image, source_region, *, output_shape, dtype=None, mode="c
             code if code is not None else uuid.uuid4().hex, x.name, [a.name for a in aligned], output_shape,
             modes, cval, out_dtype, chunks, chosen.name, kwargs)
     wname = "gpu_tiler-region-window-" + name.rsplit("-", 1)[-1]
-    bounds = [np.concatenate([[0], np.cumsum(c)]) for c in x.chunks]
+    stored = reads.stored
+    bounds = reads.bounds if stored is not None else _edges(x.chunks)
     native = type(x._meta) is type(chosen.meta(x.dtype, 0))
     dsk = {}
     for index, box in _boxes(chunks):
@@ -192,12 +415,18 @@ def map_regions(func, image, source_region, *, output_shape, dtype=None, mode="c
                              f"(start, stop) for each of the image's {x.ndim} axes")
         per_axis = [axis_pieces(region_indices(x.shape[a], lo, hi, modes[a]), bounds[a])
                     for a, (lo, hi) in enumerate(region)]
-        keys, pieces = _combine_pieces(x.name, per_axis)
-        dsk[(wname, *index)] = (_assemble_window, tuple(b - a for a, b in region), cval, pieces, *keys)
         extra_keys = [(a.name, *((0,) * (a.ndim - len(output_shape))), *index) for a in aligned]
         run = functools.partial(_run_region, func=func, out_box=box, src_box=region, backend=chosen,
                                 to_host=not native, dtype=out_dtype, kwargs=kwargs)
-        dsk[(name, *index)] = (run, (wname, *index), *extra_keys)
+        shape = tuple(b - a for a, b in region)
+        if stored is not None:
+            task = functools.partial(_read_and_run, stored=stored, shape=shape, dtype=x.dtype, cval=cval,
+                                     reads=_stored_reads(per_axis, bounds), slots=ReadSlots(slots), run=run)
+            dsk[(name, *index)] = (task, *extra_keys)
+        else:
+            keys, pieces = _combine_pieces(x.name, per_axis)
+            dsk[(wname, *index)] = (_assemble_window, shape, cval, pieces, *keys)
+            dsk[(name, *index)] = (run, (wname, *index), *extra_keys)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x, *aligned])
     meta = chosen.meta(out_dtype, len(output_shape)) if native else np.empty((0,) * len(output_shape), out_dtype)
     out = da.Array(graph, name, chunks, meta=meta)

@@ -91,6 +91,55 @@ def _from_zarr(z, where: str, chunks, files: str | None = None) -> da.Array:
     return da.from_array(stored, chunks=chunks, name=name, getitem=_ChunkReader(where, z.chunks), meta=meta)
 
 
+def stored_source(array) -> StoredArray | None:
+    """The stored input (zarr, TIFF, ``.npy``) that ``array`` is exactly ``open``'s view of, else None: a
+    caller may then read any region of it with :func:`read_stored` instead of through dask's chunks."""
+    graph = array.__dask_graph__()
+    layers = getattr(graph, "layers", None)
+    if layers is None or len(layers) != 2:
+        return None
+    parents = graph.dependencies.get(array.name, ())
+    if len(parents) != 1:
+        return None
+    (parent,) = parents
+    values = list(layers[parent].values()) if parent.startswith("original-") else []
+    if len(values) == 1 and isinstance(values[0], StoredArray) and values[0].shape == array.shape:
+        return values[0]
+    return None
+
+
+def reads_into(stored: StoredArray) -> bool:
+    """Whether :func:`read_stored` can write a region straight into a given array (a zarr array: the
+    decoded chunk is copied into it, no copy of the region is made on the way)."""
+    return hasattr(stored.array, "get_basic_selection")
+
+
+class _Into:
+    """A zarr array whose ``[region]`` is read into ``out`` (a NumPy array or view of the region's shape)."""
+
+    def __init__(self, array, out):
+        self.array, self.out = array, out
+
+    def __getitem__(self, region):
+        from zarr.core.buffer import default_buffer_prototype
+
+        self.array.get_basic_selection(region, out=default_buffer_prototype().nd_buffer.from_numpy_array(self.out))
+        return self.out
+
+
+def read_stored(stored: StoredArray, region, out=None) -> np.ndarray:
+    """``stored[region]`` (a tuple of slices within one of its chunks), with the error that names the chunk;
+    written into ``out`` (and returned) when given and :func:`reads_into` says it can be."""
+    reader = _ChunkReader(stored.where, stored.chunks or stored.shape)
+    if out is not None and reads_into(stored):
+        return reader(_Into(stored.array, out), tuple(region))
+    block = reader(stored, tuple(region))
+    if out is not None:
+        out[...] = block
+        return out
+    return block
+
+
 def _stamp(where: str):
     """What identifies a stored input's version cheaply: its metadata file's or file's size and mtime."""
     path = Path(where)
@@ -192,4 +241,5 @@ def _regular_chunks(array: da.Array):
     return tuple(shape)
 
 
-__all__ = ["ChunkReadError", "InputChangedError", "as_dask", "check_unchanged", "open", "remember_job_name"]
+__all__ = ["ChunkReadError", "InputChangedError", "as_dask", "check_unchanged", "open", "read_stored",
+           "reads_into", "remember_job_name", "stored_source"]
