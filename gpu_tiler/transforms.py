@@ -96,19 +96,21 @@ class _Affine:
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float64)
         self.offset = np.asarray(offset, dtype=np.float64)
 
-    def _at(self, xp, positions):
+    def _at(self, xp, positions, out=None):
         """Each input axis's coordinate at the grid of output ``positions`` (1-D per output axis), one
-        axis at a time; the partial sums broadcast, only the last addition is the grid's size."""
+        axis at a time; the partial sums broadcast, only the last addition is the grid's size (into
+        ``out`` when given: it is overwritten for the next axis)."""
         n_out = len(positions)
         axes = [p.reshape(tuple(-1 if k == l else 1 for k in range(n_out))) for l, p in enumerate(positions)]
         for h in range(self.matrix.shape[0]):
             t = float(self.offset[h])
-            for l in range(n_out):
+            for l in range(n_out - 1):
                 t = t + axes[l] * float(self.matrix[h, l])
-            yield t
+            last = axes[-1] * float(self.matrix[h, -1])
+            yield t + last if out is None else xp.add(t, last, out=out)
 
-    def each(self, xp, box):
-        return self._at(xp, [xp.arange(a, b, dtype=xp.float64) for a, b in box])
+    def each(self, xp, box, out=None):
+        return self._at(xp, [xp.arange(a, b, dtype=xp.float64) for a, b in box], out)
 
     def bounds(self, box):
         """The extreme coordinates over the tile: at its corners (each sum is monotone in each output
@@ -136,7 +138,7 @@ class _ZoomShift:
                 c = c * float(self.zoom[k])
         return c
 
-    def each(self, xp, box):
+    def each(self, xp, box, out=None):
         n = len(box)
         for k, (a, b) in enumerate(box):
             yield self._axis(xp.arange(a, b, dtype=xp.float64), k).reshape(tuple(-1 if j == k else 1 for j in range(n)))
@@ -225,14 +227,19 @@ def _transform_tile(window, *given, out_box, src_box, coords, order, interp_mode
     tile = tuple(b - a for a, b in out_box)
     starts = [float(a + npad) for a, _ in src_box]  # the window's start in SciPy's (pre-padded) coordinates
     out = xp.empty(tile, dtype=out_dtype)
+    size = min(SLAB_VOXELS, math.prod(tile))
+    flat_points = xp.empty(len(starts) * size, dtype=xp.float64)  # one slab's coordinates, reused
+    flat_sums = xp.empty(size, dtype=xp.float64)
     for part in _slabs(tile):
         shape = tuple(p.stop - p.start for p in part)
+        voxels = math.prod(shape)
+        points = flat_points[: len(starts) * voxels].reshape(len(starts), *shape)
         if coords is None:  # map_coordinates: this slab of the coordinate block, in float64 as SciPy reads it
             block = given[0][(slice(None), *part)]
             glob = (block[k].astype(xp.float64) for k in range(block.shape[0]))
         else:
-            glob = coords.each(xp, tuple((a + p.start, a + p.stop) for (a, _), p in zip(out_box, part)))
-        points = xp.empty((len(starts), *shape), dtype=xp.float64)
+            sums = flat_sums[:voxels].reshape(shape)
+            glob = coords.each(xp, tuple((a + p.start, a + p.stop) for (a, _), p in zip(out_box, part)), sums)
         for k, c in enumerate(glob):
             if npad:
                 c = c + float(npad)
@@ -246,8 +253,8 @@ def _transform_tile(window, *given, out_box, src_box, coords, order, interp_mode
                 points[k] = xp.where((picked != xp.floor(here + 0.5)) & inside, picked, here)
             else:
                 xp.subtract(c, start, out=points[k])  # exact, as above
-        out[part] = ndi.map_coordinates(source, points, output=out_dtype, order=order, mode=mode, cval=cval,
-                                        prefilter=False)
+        # a slab is a contiguous block of the tile: interpolated straight into it
+        ndi.map_coordinates(source, points, output=out[part], order=order, mode=mode, cval=cval, prefilter=False)
     return out
 
 
