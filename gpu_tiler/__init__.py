@@ -6,6 +6,7 @@ from gpu_tiler._execution.cluster import cluster
 from gpu_tiler._config import config, parse_budget
 from gpu_tiler._devices import Device, devices
 from gpu_tiler._engine.tiles import map_tiles
+from gpu_tiler._engine.materialise import explain
 from gpu_tiler._registry import plan_of
 from gpu_tiler.filters import *  # noqa: F403 - every public filter, as gt.<name>
 from gpu_tiler.filters import __all__ as _filters_all
@@ -34,7 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = sorted({
     "Device", "ImageMetadata", "InputChangedError", "MarginReport", "OutputInUseError", "ResumeRefusedError",
-    "TilePlan", "__version__", "backend_of", "claim_output", "cluster", "config", "devices", "filters",
+    "TilePlan", "__version__", "backend_of", "claim_output", "cluster", "config", "devices", "explain", "filters",
     "find_margin", "get_backend", "label", "map_labels", "map_tiles", "measure", "metadata_of", "ndmeasure", "open",
     "parse_budget", "plan_of", "plan_tiles", "regionprops", "resolve_backend", "save", *_filters_all,
     # geometric transforms

@@ -745,13 +745,20 @@ def _histogram_block(block, low, high, nbins, integer):
     return to_numpy(counts.astype(np.int64)).reshape((1,) * block.ndim + (-1,))
 
 
+#: values counted per bincount call (its intp copy: 2 MiB)
+_COUNT_SLAB = 1 << 18
+
+
 def _tile_counts(lowest, size, block):
     """One tile's count of every value of a small integer type (value - ``lowest`` indexes the counts)."""
     xp = chunk_backend(block).xp
-    values = block.ravel().astype(np.intp)  # NumPy's bincount converts small types 3x slower itself
-    if lowest:
-        values -= lowest
-    return xp.bincount(values, minlength=size).astype(np.int64, copy=False)
+    flat, counts = block.ravel(), xp.zeros(size, dtype=np.int64)
+    for start in range(0, flat.size, _COUNT_SLAB):  # slabs: NumPy's bincount converts small types 3x slower
+        values = flat[start : start + _COUNT_SLAB].astype(np.intp)  # itself; a slab's copy stays in cache
+        if lowest:
+            values -= lowest
+        counts += xp.bincount(values, minlength=size)
+    return counts
 
 
 def _tile_min(block):

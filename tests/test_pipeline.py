@@ -57,7 +57,7 @@ def test_threshold_label_regionprops_run_the_user_function_once_per_tile(image, 
 def test_explain_shows_what_is_kept_and_where(image):
     smoothed = gt.gaussian(da.from_array(image, chunks=64), 2.0)
     mask = gt.threshold(smoothed, "otsu")
-    text = explain(mask)
+    text = gt.explain(mask)
     assert "kept in memory" in text and smoothed.name in text
     with gt.config(memory_budget="64KiB"):
         kept = gt.threshold(gt.gaussian(da.from_array(image, chunks=64), 3.0), "otsu")

@@ -215,10 +215,11 @@ def _to_scratch(x: da.Array, budget_bytes: int, reductions, where=None, progress
 
     plan = plan_of(x)
     in_flight = plan.tiles_in_flight if plan is not None else tiles_in_flight_for_chunks(x, budget_bytes)
-    # what the tiles in flight leave of the budget keeps source chunks and halo lines for later batches
+    # half of what the tiles in flight leave of the budget (the other half: the source chunks their windows
+    # read, which the plan does not count) keeps source chunks and halo lines for later batches
     spare = budget_bytes - (plan.peak_bytes if plan is not None else budget_bytes // 2)
     run_bounded(x, _WriteAndReduce(_TileWriter(store, chunks, path, path), tuple(reductions)), in_flight, progress,
-                in_task=True, on_done=gather, carry_bytes=max(0, spare))
+                in_task=True, on_done=gather, carry_bytes=max(0, spare // 2))
     z = zarr.open_array(path, mode="r")
     stored = StoredArray(z, path, path, keep=scratch)  # the graph holds the store's owner: it lives while read
     kept = da.from_array(stored, chunks=z.chunks, name=f"kept-{uuid.uuid4().hex}",
