@@ -170,11 +170,13 @@ def _worst(costs):
 def _halve(shape, evaluate, budget_bytes, wanted):
     """Halve tile axes until ``wanted`` of the most expensive tiles and one read fit the budget, each
     time the axis whose halving reads the least in all (the longest among equals); then cut the longest
-    axis for parallelism while tiles stay MIN_PARALLEL_TILE long. ``evaluate(tile)`` gives
-    ``((worst tile cost, worst read cost), bytes read by all tiles)``.
+    axis for parallelism while tiles stay MIN_PARALLEL_TILE long. Halving overshoots by up to 2x, so the
+    last axis halved is then cut in the fewest tiles that fit (a few counts tried). ``evaluate(tile)``
+    gives ``((worst tile cost, worst read cost), bytes read by all tiles)``.
     Returns (tile, (worst tile cost, worst read cost), bytes read, tiles in flight)."""
     tile = [max(1, n) for n in shape]
     cost, read = evaluate(tile)
+    last = None
     while cost[0] * wanted + cost[1] > budget_bytes:
         if max(tile) == 1:
             if sum(cost) > budget_bytes:
@@ -189,7 +191,16 @@ def _halve(shape, evaluate, budget_bytes, wanted):
                 trial = tile.copy()
                 trial[axis] = math.ceil(tile[axis] / 2)
                 options.append((*evaluate(trial)[::-1], -tile[axis], axis, trial))
-        read, cost, _, _, tile = min(options, key=lambda o: o[:1] + o[2:4])
+        read, cost, _, last, tile = min(options, key=lambda o: o[:1] + o[2:4])
+    if last is not None:
+        fewest, most = math.ceil(shape[last] / (2 * tile[last] - 1)), math.ceil(shape[last] / tile[last])
+        for count in sorted({fewest + (most - fewest) * i // 8 for i in range(8)} - {most}):
+            trial = tile.copy()
+            trial[last] = math.ceil(shape[last] / count)
+            found = evaluate(trial)
+            if trial[last] > tile[last] and found[0][0] * wanted + found[0][1] <= budget_bytes:
+                tile, (cost, read) = trial, found
+                break
     while math.prod(math.ceil(n / t) for n, t in zip(shape, tile)) < wanted:
         axis = max(range(len(tile)), key=lambda a: (tile[a], -a))
         if math.ceil(tile[axis] / 2) < MIN_PARALLEL_TILE:
