@@ -24,7 +24,9 @@ from gpu_tiler.measure._partials import Merger, Plan, tile_partial
 from gpu_tiler.measure._properties import PROPERTIES, partials_of, table
 
 #: the properties measured from merged partials (those measured on crops: tests/test_measure_crops.py)
-PARTIAL_PROPERTIES = [p for p in SUPPORTED_PROPERTIES if not PROPERTIES[p].crop]
+#: (and those counted from local configurations: tests/test_measure_crops.py too, across tile borders)
+LOCAL_PROPERTIES = ("perimeter", "perimeter_crofton", "euler_number")
+PARTIAL_PROPERTIES = [p for p in SUPPORTED_PROPERTIES if not PROPERTIES[p].crop and p not in LOCAL_PROPERTIES]
 INTENSITY_PROPERTIES = {p for p in PARTIAL_PROPERTIES if PROPERTIES[p].intensity}
 SHAPE_PROPERTIES = [p for p in PARTIAL_PROPERTIES if p not in INTENSITY_PROPERTIES]
 
@@ -37,7 +39,7 @@ def for_ndim(properties, ndim):
 #: frame) are integers computed exactly on both sides while they stay below 2**53, as in these images.
 EXACT = {
     "label", "area", "num_pixels", "bbox", "area_bbox", "extent", "equivalent_diameter_area", "centroid",
-    "centroid_local", "moments", "intensity_min", "intensity_max",
+    "centroid_local", "moments", "intensity_min", "intensity_max", "perimeter", "perimeter_crofton", "euler_number",
 }
 #: bit-identical too when the intensity image is integer: its sums are exact integers
 EXACT_WITH_INTEGER_INTENSITY = {"intensity_mean", "centroid_weighted", "centroid_weighted_local"}

@@ -109,16 +109,18 @@ def regionprops(labels, intensity=None, properties=None, *, extra_properties=Non
     chosen = resolve_backend(*[x for x in (lab, plain) if x is not None], backend=backend)
     images = [lab] + ([plain] if plain is not None and (request or partial_intensity is not None) else [])
     tiles = plan_measure(plan, images, budget, chosen, request)
-    if len(images) == 1:
-        inputs = (lab.rechunk(tiles.chunks),)
-    elif channels:  # labels get a channel axis of length 1, which dask broadcasts against the intensities'
-        inputs = (lab.rechunk(tiles.chunks)[..., None], plain.rechunk(tiles.chunks + ((channels,),)))
-    else:
-        inputs = (lab.rechunk(tiles.chunks), plain.rechunk(tiles.chunks))
+    chunks = _at_least(tiles.chunks, plan.depth)
+    inputs = [lab.rechunk(chunks)]
+    if len(images) > 1:
+        inputs.append(plain.rechunk(chunks + (((channels,),) if channels else ())))
+    if plan.depth:  # the labels with a halo (0 outside the image) for the local configurations
+        inputs.append(da.overlap.overlap(inputs[0], depth=plan.depth, boundary=0))
+    if channels:  # the labels get a channel axis of length 1, block for block with the intensities'
+        inputs = [x if x.ndim > lab.ndim else x[..., None] for x in inputs]
     blocks = da.map_blocks(
         functools.partial(_tile_block, plan=plan, backend=chosen.name, request=request,
-                          partial_intensity=partial_intensity is not None, ndim=lab.ndim),
-        *inputs, dtype=object, meta=np.empty((0,) * inputs[-1].ndim, dtype=object),
+                          partial_intensity=partial_intensity is not None, ndim=lab.ndim, halo=bool(plan.depth)),
+        *inputs, dtype=object, meta=np.empty((0,) * inputs[0].ndim, dtype=object),
     )
     merger = Merger(plan)
     run_bounded(blocks, lambda index, part: merger.add(part), tiles.tiles_in_flight)
@@ -193,17 +195,39 @@ def plan_measure(plan, images, budget, backend, request=None):
     unit = widest.itemsize * len(images)
     if len(images) > 1 and images[-1].ndim > images[0].ndim:  # channels: count them among the working copies
         per_voxel += intensity_bytes
-    return plan_tiles(
+    return plan_tiles(  # the halo of the local configurations is counted per voxel (Plan.voxel_bytes)
         images[0].shape, widest, 0, budget, out_dtype=np.bool_, working_copies=-(-per_voxel // unit),
         chunks=images[0].chunks, backend=backend, n_inputs=len(images),
     )
 
 
-def _tile_block(labels, intensity=None, *, plan, backend, request, partial_intensity, ndim, block_info=None):
+def _at_least(chunks, depth):
+    """Tile edges with every tile at least ``depth`` long (small ones merged with the next), so that a halo
+    of ``depth`` comes from the neighbouring tile alone."""
+    if not depth:
+        return chunks
+    out = []
+    for axis in chunks:
+        merged = []
+        for n in axis:
+            if merged and merged[-1] < depth:
+                merged[-1] += n
+            else:
+                merged.append(n)
+        if len(merged) > 1 and merged[-1] < depth:
+            merged[-2] += merged.pop()
+        out.append(tuple(merged))
+    return tuple(out)
+
+
+def _tile_block(labels, *rest, plan, backend, request, partial_intensity, ndim, halo, block_info=None):
     origin = tuple(start for start, _ in block_info[0]["array-location"][:ndim])
-    if labels.ndim > ndim:  # multichannel: the labels' broadcast channel axis
+    halo_labels = rest[-1] if halo else None
+    intensity = rest[0] if len(rest) > halo else None
+    if labels.ndim > ndim:  # multichannel: the labels' channel axis of length 1
         labels = labels[..., 0]
-    part = tile_partial(labels, intensity if partial_intensity else None, origin, plan, backend)
+        halo_labels = None if halo_labels is None else halo_labels[..., 0]
+    part = tile_partial(labels, intensity if partial_intensity else None, origin, plan, backend, halo_labels)
     if request:
         part["crop"] = _measure_in_tile(part, labels, intensity, origin, request, backend)
     return part

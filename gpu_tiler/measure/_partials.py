@@ -13,6 +13,7 @@ in image coordinates and merges the tables by label, so device memory holds only
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -89,9 +90,15 @@ def _take_exact(columns, split):
 class Tile:
     """One tile on the device, with what its partials share (computed once, when first asked for)."""
 
-    def __init__(self, backend, labels, intensity, plan):
+    def __init__(self, backend, labels, intensity, plan, halo=None):
         self.xp, self.plan = backend.xp, plan
-        labels = backend.to_backend(labels)
+        self.halo = None  #: the labels with plan.depth voxels more per side (the tile's labels: a view of it)
+        if halo is None:
+            labels = backend.to_backend(labels)
+        else:
+            self.halo = backend.to_backend(halo)
+            labels = self.halo[tuple(slice(plan.depth, plan.depth + n) for n in labels.shape)]
+        self.labels = labels
         self.mask = labels > 0
         values = labels[self.mask]
         self.empty = values.size == 0
@@ -154,6 +161,94 @@ class Tile:
             PARTIALS[name].tile(self, self.table[:, plan.columns[name]])
         _put_exact(self.table[:, plan.width:], self.offsets, self.label_split)
         return self.table
+
+
+# ----------------------------------------------------------------------------- local configurations
+
+
+def _neighbour(tile, offset):
+    """The labels at ``offset`` (each -depth..depth) from every voxel of the tile (from its halo'd labels)."""
+    d = tile.plan.depth
+    return tile.halo[tuple(slice(d + o, d + o + n) for o, n in zip(offset, tile.labels.shape))]
+
+
+def _rows(tile):
+    """Each voxel's row in the tile's table (-1: background), as an image."""
+    rows = tile.xp.full(tile.labels.shape, -1, dtype=np.intp)
+    rows[tile.mask] = tile.index
+    return rows
+
+
+def _corner_weights(ndim):
+    """scikit-image's ``euler_number`` and ``perimeter_crofton`` code a 2x2(x2) window by convolving with
+    powers of two: the weight of each corner ``e`` (0/1 per axis, from the window's low corner)."""
+    config = {2: np.array([[0, 0, 0], [0, 1, 4], [0, 2, 8]]),
+              3: np.array([[[0, 0, 0], [0, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 1, 4], [0, 2, 8]],
+                           [[0, 0, 0], [0, 16, 64], [0, 32, 128]]])}[ndim]
+    return [(e, int(config[tuple(2 - np.array(e))])) for e in itertools.product((0, 1), repeat=ndim)]
+
+
+def _window_codes(tile, out):
+    """Per label, how many 2x2(x2) windows touching it have each configuration of its voxels (scikit-image's
+    code). A window is counted for a label by the tile holding the first of its corners with that label, so
+    each (window, label) is counted once across tiles: the tile needs one voxel of halo."""
+    xp, labels = tile.xp, tile.labels
+    corners = _corner_weights(labels.ndim)
+    rows = _rows(tile)
+    bins = 2 ** len(corners)
+    total = xp.zeros(tile.rows * bins, dtype=np.float64)
+    for k, (e, _) in enumerate(corners):  # this voxel as corner e of the window anchored at voxel - e
+        code = xp.zeros(labels.shape, dtype=np.intp)
+        first = tile.mask.copy()
+        for j, (f, weight) in enumerate(corners):
+            same = _neighbour(tile, [fi - ei for fi, ei in zip(f, e)]) == labels
+            if j < k:
+                first &= ~same
+            code += same.astype(np.intp) * weight
+        which = xp.nonzero(first)
+        total += xp.bincount(rows[which] * bins + code[which], minlength=tile.rows * bins)
+    out[:] = total.reshape(tile.rows, bins)
+
+
+def _border_codes(tile, out):
+    """Per label, how many of its border voxels (a face neighbour is not the label) have each code of
+    scikit-image's ``perimeter`` (1 + 2 per face neighbour and 10 per diagonal one that is a border voxel of
+    the same label): a border voxel's status needs its neighbours', so two voxels of halo."""
+    xp, labels = tile.xp, tile.labels
+    ndim = labels.ndim
+    faces = [tuple(int(a == b) * s for b in range(ndim)) for a in range(ndim) for s in (-1, 1)]
+    ring = tuple(n + 2 for n in labels.shape)  # the tile and one voxel around it
+
+    d = tile.plan.depth
+
+    def around(offset):
+        return tile.halo[tuple(slice(d - 1 + o, d - 1 + o + n) for o, n in zip(offset, ring))]
+
+    centre = around((0,) * ndim)
+    border = centre > 0
+    inside = xp.ones(ring, dtype=bool)
+    for f in faces:
+        inside &= around(f) == centre
+    border &= ~inside
+    rows = _rows(tile)
+    core = tuple(slice(1, 1 + n) for n in labels.shape)
+    code = xp.ones(labels.shape, dtype=np.intp)
+    for offset in itertools.product((-1, 0, 1), repeat=ndim):
+        if not any(offset):
+            continue
+        weight = 2 if sum(map(abs, offset)) == 1 else 10
+        shifted = tuple(slice(1 + o, 1 + o + n) for o, n in zip(offset, labels.shape))
+        code += ((border[shifted] & (centre[shifted] == labels)).astype(np.intp)) * weight
+    column = xp.full(labels.shape, -1, dtype=np.intp)  # each weighted code's column (no table to upload)
+    for k, weighted in enumerate(BORDER_CODES):
+        column[code == weighted] = k
+    which = xp.nonzero(border[core] & tile.mask & (column >= 0))
+    bins = len(BORDER_CODES)
+    out[:] = xp.bincount(rows[which] * bins + column[which], minlength=tile.rows * bins).reshape(tile.rows, bins)
+
+
+#: the codes of scikit-image's ``perimeter`` with a weight (the others add exact zeros to its dot product)
+BORDER_CODES = (5, 7, 13, 15, 17, 21, 23, 25, 27, 33)
 
 
 def _count(tile, out):
@@ -299,7 +394,13 @@ PARTIALS = {  # each after the partials it needs
     "wmu": Partial(("center",), lambda plan: len(plan.weighted_exponents),
                    _moments_of(lambda plan: plan.weighted_exponents, weights=True),
                    merge=_moved_and_summed(lambda plan: plan.weighted_exponents, "center")),
+    # local configurations (halo: DEPTH): counts by code, exact, summed
+    "windows": Partial((), lambda plan: 2 ** (2 ** plan.ndim), _window_codes),
+    "borders": Partial((), lambda plan: len(BORDER_CODES), _border_codes),
 }
+
+#: voxels of halo each local-configuration partial needs
+DEPTH = {"windows": 1, "borders": 2}
 
 
 class Plan:
@@ -325,6 +426,7 @@ class Plan:
         self.exponents = _moments.exponents(ndim, grid) if "mu" in wanted else None
         self.weighted_exponents = _moments.exponents(ndim, True) if "wmu" in wanted else None
         self.extremes = None if self.intensity_dtype is None else extreme_encoding(self.intensity_dtype)
+        self.depth = max([DEPTH.get(name, 0) for name in self.partials] + [0])  #: the halo the tiles need
         self.columns, start = {}, 0
         for name in self.partials:
             width = PARTIALS[name].width(self)
@@ -349,6 +451,9 @@ class Plan:
             total += 8 * ndim * top + 2 * 8
         if "imu" in self.partials:
             total += 4 * 8
+        if self.depth:  # each voxel's row, its code, the comparisons, and the halo'd labels (tiles are at
+            # least ``depth`` long, so at most 3 voxels per axis each)
+            total += 2 * 8 + 4 + label_itemsize * (1 + 3**ndim)
         return total
 
     def host(self, table, origin, low, label_split):
@@ -369,13 +474,13 @@ class Plan:
         return part
 
 
-def tile_partial(labels, intensity, origin, plan, backend):
+def tile_partial(labels, intensity, origin, plan, backend, halo=None):
     """The partial table of one tile (host NumPy): one row per label present, in image coordinates.
 
     The tile crosses to ``backend``'s device once per image; what comes back is its small table, in one
     transfer (and one of two numbers before it: the tile's lowest and highest label)."""
     backend = get_backend(backend) if isinstance(backend, str) else backend
-    tile = Tile(backend, labels, intensity, plan)
+    tile = Tile(backend, labels, intensity, plan, halo)
     if tile.empty:
         return plan.empty()
     table = backend.to_host(tile.partial_table())

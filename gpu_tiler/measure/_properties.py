@@ -15,9 +15,11 @@ from typing import Callable
 import numpy as np
 
 from skimage.measure import moments_hu as skimage_moments_hu
+from skimage.measure._regionprops_utils import EULER_COEFS2D_8
 
 from gpu_tiler.measure import _moments
 from gpu_tiler.measure._crops import CANONICAL
+from gpu_tiler.measure._partials import BORDER_CODES
 
 
 class Regions:
@@ -97,7 +99,7 @@ class Property:
     ``finish(regions)``: its column(s), one leading row per label; ``dtype``: the columns' dtype (as
     scikit-image's ``COL_DTYPES``); ``intensity``: needs an intensity image; ``ndims``: the image
     dimensions it is defined for (None: any); ``crop``: needs the whole region, so it is measured on the
-    region's crop by scikit-image (``_crops``), never from partials; ``spacing``: its value depends on the
+    region's crop by scikit-image (``_crops``), never from partials (``crop_ndims``: in those dimensions only); ``spacing``: its value depends on the
     voxel spacing (then, with a spacing other than 1, it is measured on crops too)."""
 
     partials: tuple[str, ...] = ()
@@ -107,10 +109,56 @@ class Property:
     ndims: tuple[int, ...] | None = None
     crop: bool = False
     spacing: bool = True
+    crop_ndims: tuple[int, ...] = ()
 
 
 def _crop(intensity=False, ndims=None, dtype=np.float64):
     return Property(dtype=dtype, intensity=intensity, ndims=ndims, crop=True)
+
+
+def _per_region(coefs, histograms):
+    """``coefs @ h`` one region at a time, as scikit-image computes it (``h``: the region's counts as int64)."""
+    return np.array([coefs @ h for h in histograms.astype(np.int64)], dtype=np.float64)
+
+
+def _euler(r):
+    """scikit-image's ``euler_number(image, connectivity=2)`` from each region's window counts (2-D; 3-D
+    regions are measured on crops: 256 codes per label would make the tiles' tables too wide)."""
+    return np.array([EULER_COEFS2D_8 @ h for h in r.part["windows"].astype(np.int64)], dtype=np.int64)
+
+
+def _perimeter(r):
+    """scikit-image's ``perimeter(image, 4)``: its histogram of codes (the weighted ones counted) @ weights."""
+    out = np.empty(len(r.part["borders"]))
+    histogram = np.zeros(50, dtype=np.int64)
+    for i, counts in enumerate(r.part["borders"].astype(np.int64)):
+        histogram[list(BORDER_CODES)] = counts
+        out[i] = histogram @ _PERIMETER_WEIGHTS
+    return out
+
+
+_PERIMETER_WEIGHTS = np.zeros(50, dtype=np.float64)  # scikit-image's perimeter(neighborhood=4)
+_PERIMETER_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1
+_PERIMETER_WEIGHTS[[21, 33]] = math.sqrt(2)
+_PERIMETER_WEIGHTS[[13, 23]] = (1 + math.sqrt(2)) / 2
+_CROFTON_4 = [  # scikit-image's perimeter_crofton(directions=4), the same expressions
+    0,
+    np.pi / 4 * (1 + 1 / (np.sqrt(2))),
+    np.pi / (4 * np.sqrt(2)),
+    np.pi / (2 * np.sqrt(2)),
+    0,
+    np.pi / 4 * (1 + 1 / (np.sqrt(2))),
+    0,
+    np.pi / (4 * np.sqrt(2)),
+    np.pi / 4,
+    np.pi / 2,
+    np.pi / (4 * np.sqrt(2)),
+    np.pi / (4 * np.sqrt(2)),
+    np.pi / 4,
+    np.pi / 2,
+    0,
+    0,
+]
 
 
 def _hu(moments):
@@ -166,9 +214,10 @@ PROPERTIES = {  # scikit-image's names; shape properties, then those of the inte
     # whose definitions jump at ties (l1 == l2, mu20 == mu02) that the rounding of merged sums would decide
     "eccentricity": _crop(ndims=(2,)),
     "orientation": _crop(ndims=(2,)),
-    "perimeter": _crop(ndims=(2,)),
-    "perimeter_crofton": _crop(ndims=(2,)),
-    "euler_number": _crop(ndims=(2, 3), dtype=np.int64),
+    # local configurations counted per label with a halo (scikit-image's codes and coefficients: exact)
+    "perimeter": Property(("borders",), _perimeter, ndims=(2,)),
+    "perimeter_crofton": Property(("windows",), lambda r: _per_region(_CROFTON_4, r.part["windows"]), ndims=(2,)),
+    "euler_number": Property(("windows",), _euler, np.int64, ndims=(2, 3), spacing=False, crop_ndims=(3,)),
     "solidity": _crop(),
     "area_convex": _crop(),
     "image_convex": _crop(dtype=object),
@@ -225,7 +274,8 @@ def normalize_properties(properties, has_intensity, ndim, *, spacing=None, multi
         if spec.ndims is not None and ndim not in spec.ndims:
             shown = " and ".join(f"{n}-D" for n in spec.ndims)
             raise ValueError(f"property {given!r} is defined for {shown} images only; the labels have {ndim} axes")
-        crop = spec.crop or (spacing is not None and spec.spacing) or (multichannel and spec.intensity)
+        crop = (spec.crop or ndim in spec.crop_ndims or (spacing is not None and spec.spacing)
+                or (multichannel and spec.intensity))
         out.append(Requested(given, name, crop))
     return tuple(out)
 
