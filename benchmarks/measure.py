@@ -10,8 +10,9 @@ images as dask arrays in ``--chunks``-sized tiles (NumPy, and CuPy too where a C
 scikit-image gets the whole arrays. Times are medians of ``--repeats`` runs after one warm-up.
 Every table is checked against scikit-image's: integer columns and extrema bit for bit, float
 columns (sums added in another order) to 1e-9 of the property's magnitude (its largest
-absolute value over all its columns); the crop case (properties measured by scikit-image's own code
-on each region's crop: perimeter, solidity, eccentricity, euler_number, intensity_median...) must be
+absolute value over all its columns); the local-configuration case (perimeter, perimeter_crofton,
+euler_number counted per label with a halo) and the crop case (solidity, eccentricity, orientation,
+area_filled, intensity_median measured by scikit-image's own code on each region's crop) must be
 bit-identical in every column.
 
 ndmeasure: ``gt.ndmeasure.<f>(image, labels, index)`` vs ``scipy.ndimage.<f>`` on the whole arrays
@@ -91,9 +92,10 @@ def main() -> int:
          ["label", "area", "centroid", "bbox", "intensity_mean", "intensity_min", "intensity_max"], True),
         ("moments: inertia_tensor_eigvals, moments_central, intensity_std, centroid_weighted",
          ["label", "inertia_tensor_eigvals", "moments_central", "intensity_std", "centroid_weighted"], True),
-        ("crops: perimeter, solidity, eccentricity, orientation, euler_number, area_filled, intensity_median",
-         ["label", "perimeter", "solidity", "eccentricity", "orientation", "euler_number", "area_filled",
-          "intensity_median"], True),
+        ("local configurations: perimeter, perimeter_crofton, euler_number",
+         ["label", "perimeter", "perimeter_crofton", "euler_number"], False),
+        ("crops: solidity, eccentricity, orientation, area_filled, intensity_median",
+         ["label", "solidity", "eccentricity", "orientation", "area_filled", "intensity_median"], True),
     ]
     rows, ok = [], True
     for title, properties, with_intensity in cases:
@@ -106,7 +108,7 @@ def main() -> int:
                 lambda: regionprops(tiled_labels, tiled_intensity, properties, backend=backend), args.repeats
             )
             equal, worst = compare(got, want)
-            if title.startswith("crops"):  # scikit-image's own code on the same voxels: every bit
+            if title.startswith(("crops", "local")):  # scikit-image's code or codes and coefficients: every bit
                 equal = equal and all(
                     np.array_equal(got[c].to_numpy(), want[c], equal_nan=True) for c in want)
             ok = ok and equal

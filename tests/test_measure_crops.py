@@ -220,3 +220,14 @@ def test_local_configurations_on_the_device_stay_within_the_budget():
     assert moved["peak_bytes"] <= budget
     assert moved["h2d_calls"] == moved["d2h_calls"] // 2  # per tile: its halo'd labels over; two small tables back
     assert_same_values(got, regionprops_table(labels, properties=properties))
+
+
+@pytest.mark.parametrize("shape", [(1, 20), (2, 21)], ids=["one-row", "two-rows"])
+def test_local_configurations_of_images_thinner_than_their_halo(shape):
+    labels = np.zeros(shape, np.int32)
+    labels[:, 3:9] = 2
+    labels[-1, 12:19] = 5
+    labels[0, 10] = 7
+    properties = ["label", "perimeter", "perimeter_crofton", "euler_number"]
+    got = regionprops(da.from_array(labels, chunks=(1, 3)), None, properties, budget=64 * 1024)
+    assert_same_values(got, regionprops_table(labels, properties=properties))

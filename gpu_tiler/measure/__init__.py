@@ -51,9 +51,10 @@ def regionprops(labels, intensity=None, properties=None, *, extra_properties=Non
     ``properties`` (default ``label, bbox``, as scikit-image) may name any of :data:`SUPPORTED_PROPERTIES`,
     each measured one of two ways. *From partials*: each tile is reduced on its device to a table with
     one row per label it contains (counts, coordinate sums, bounding boxes, intensity sums and extrema,
-    moments), which comes to the host at once, where the tables are merged by label. *On crops*: what
-    needs a region whole (``perimeter``, ``euler_number``, ``solidity``, convex and filled images and
-    areas, ``feret_diameter_max``, ``image*``, ``coords*``, ``slice``, ``intensity_median``,
+    moments; and for ``perimeter``, ``perimeter_crofton`` and 2-D ``euler_number``, counts of scikit-image's
+    local configuration codes, read with a halo of 1-2 voxels), which comes to the host at once, where the
+    tables are merged by label. *On crops*: what needs a region whole (3-D ``euler_number``, ``solidity``,
+    convex and filled images and areas, ``feret_diameter_max``, ``image*``, ``coords*``, ``slice``, ``intensity_median``,
     ``eccentricity``, ``orientation``, and ``extra_properties``) is measured by scikit-image's own code: a
     region lying in one tile in that tile's task (on the host), a region crossing tiles once on its
     bounding-box crop of the labels and intensities; so are the properties a ``spacing`` other than 1
@@ -65,7 +66,7 @@ def regionprops(labels, intensity=None, properties=None, *, extra_properties=Non
     ``coords`` and ``coords_scaled`` (as ``skimage.measure.regionprops(offset=)``). ``separator``: between a
     property's name and its column's index.
 
-    Exactness (see ``docs/measure.md``): crop properties, integer columns, extrema, ``label``,
+    Exactness (see ``docs/measure.md``): crop properties, the local configurations, integer columns, extrema, ``label``,
     ``num_pixels``, ``bbox``, ``area``, ``area_bbox``, ``extent``, ``equivalent_diameter_area``,
     ``centroid``, ``centroid_local`` and, for an integer intensity image, ``intensity_mean``,
     ``centroid_weighted`` and ``centroid_weighted_local`` are bit-identical to scikit-image on every CPU;
@@ -114,7 +115,8 @@ def regionprops(labels, intensity=None, properties=None, *, extra_properties=Non
     if len(images) > 1:
         inputs.append(plain.rechunk(chunks + (((channels,),) if channels else ())))
     if plan.depth:  # the labels with a halo (0 outside the image) for the local configurations
-        inputs.append(da.overlap.overlap(inputs[0], depth=plan.depth, boundary=0))
+        depth = {a: min(plan.depth, n) for a, n in enumerate(lab.shape)}  # a shorter axis: one tile (padded)
+        inputs.append(da.overlap.overlap(inputs[0], depth=depth, boundary=0))
     if channels:  # the labels get a channel axis of length 1, block for block with the intensities'
         inputs = [x if x.ndim > lab.ndim else x[..., None] for x in inputs]
     blocks = da.map_blocks(

@@ -97,6 +97,10 @@ class Tile:
             labels = backend.to_backend(labels)
         else:
             self.halo = backend.to_backend(halo)
+            # an axis shorter than the halo got only its length of halo: the rest is outside the image (0)
+            short = [plan.depth - (h - n) // 2 for h, n in zip(self.halo.shape, labels.shape)]
+            if any(short):
+                self.halo = self.xp.pad(self.halo, [(k, k) for k in short])
             labels = self.halo[tuple(slice(plan.depth, plan.depth + n) for n in labels.shape)]
         self.labels = labels
         self.mask = labels > 0
@@ -166,17 +170,20 @@ class Tile:
 # ----------------------------------------------------------------------------- local configurations
 
 
-def _neighbour(tile, offset):
-    """The labels at ``offset`` (each -depth..depth) from every voxel of the tile (from its halo'd labels)."""
-    d = tile.plan.depth
-    return tile.halo[tuple(slice(d + o, d + o + n) for o, n in zip(offset, tile.labels.shape))]
+class _Around:
+    """The labels at an offset (each -depth..depth) from every foreground voxel of the tile, gathered from its
+    halo'd labels (work in proportion to the foreground, not the tile)."""
 
+    def __init__(self, tile):
+        xp, d = tile.xp, tile.plan.depth
+        shape = tile.halo.shape
+        self.steps = [int(np.prod(shape[a + 1:])) for a in range(len(shape))]
+        self.flat = tile.halo.reshape(-1)
+        self.base = sum((c + d) * step for c, step in zip(xp.nonzero(tile.mask), self.steps))  # labels[mask]'s order
+        self.label = self(())
 
-def _rows(tile):
-    """Each voxel's row in the tile's table (-1: background), as an image."""
-    rows = tile.xp.full(tile.labels.shape, -1, dtype=np.intp)
-    rows[tile.mask] = tile.index
-    return rows
+    def __call__(self, offset):
+        return self.flat[self.base + sum(o * step for o, step in zip(offset, self.steps))]
 
 
 def _corner_weights(ndim):
@@ -192,59 +199,50 @@ def _window_codes(tile, out):
     """Per label, how many 2x2(x2) windows touching it have each configuration of its voxels (scikit-image's
     code). A window is counted for a label by the tile holding the first of its corners with that label, so
     each (window, label) is counted once across tiles: the tile needs one voxel of halo."""
-    xp, labels = tile.xp, tile.labels
-    corners = _corner_weights(labels.ndim)
-    rows = _rows(tile)
+    xp = tile.xp
+    around = _Around(tile)
+    corners = _corner_weights(tile.labels.ndim)
     bins = 2 ** len(corners)
     total = xp.zeros(tile.rows * bins, dtype=np.float64)
-    for k, (e, _) in enumerate(corners):  # this voxel as corner e of the window anchored at voxel - e
-        code = xp.zeros(labels.shape, dtype=np.intp)
-        first = tile.mask.copy()
+    for k, (e, _) in enumerate(corners):  # each voxel as corner e of the window anchored at voxel - e
+        code = xp.zeros(around.label.size, dtype=np.intp)
+        first = xp.ones(around.label.size, dtype=bool)
         for j, (f, weight) in enumerate(corners):
-            same = _neighbour(tile, [fi - ei for fi, ei in zip(f, e)]) == labels
+            same = around([fi - ei for fi, ei in zip(f, e)]) == around.label
             if j < k:
                 first &= ~same
             code += same.astype(np.intp) * weight
-        which = xp.nonzero(first)
-        total += xp.bincount(rows[which] * bins + code[which], minlength=tile.rows * bins)
+        which = xp.nonzero(first)[0]
+        total += xp.bincount(tile.index[which] * bins + code[which], minlength=tile.rows * bins)
     out[:] = total.reshape(tile.rows, bins)
 
 
 def _border_codes(tile, out):
-    """Per label, how many of its border voxels (a face neighbour is not the label) have each code of
+    """Per label, how many of its border voxels (a face neighbour is not the label) have each weighted code of
     scikit-image's ``perimeter`` (1 + 2 per face neighbour and 10 per diagonal one that is a border voxel of
     the same label): a border voxel's status needs its neighbours', so two voxels of halo."""
-    xp, labels = tile.xp, tile.labels
-    ndim = labels.ndim
+    xp = tile.xp
+    around = _Around(tile)
+    ndim = tile.labels.ndim
     faces = [tuple(int(a == b) * s for b in range(ndim)) for a in range(ndim) for s in (-1, 1)]
-    ring = tuple(n + 2 for n in labels.shape)  # the tile and one voxel around it
 
-    d = tile.plan.depth
+    def border(offset):  # the voxel at offset is a border voxel of this voxel's label
+        same = around(offset) == around.label
+        outside = xp.zeros(same.shape, dtype=bool)
+        for f in faces:
+            outside |= around([o + fo for o, fo in zip(offset, f)]) != around.label
+        return same & outside
 
-    def around(offset):
-        return tile.halo[tuple(slice(d - 1 + o, d - 1 + o + n) for o, n in zip(offset, ring))]
-
-    centre = around((0,) * ndim)
-    border = centre > 0
-    inside = xp.ones(ring, dtype=bool)
-    for f in faces:
-        inside &= around(f) == centre
-    border &= ~inside
-    rows = _rows(tile)
-    core = tuple(slice(1, 1 + n) for n in labels.shape)
-    code = xp.ones(labels.shape, dtype=np.intp)
+    code = xp.ones(around.label.size, dtype=np.intp)
     for offset in itertools.product((-1, 0, 1), repeat=ndim):
-        if not any(offset):
-            continue
-        weight = 2 if sum(map(abs, offset)) == 1 else 10
-        shifted = tuple(slice(1 + o, 1 + o + n) for o, n in zip(offset, labels.shape))
-        code += ((border[shifted] & (centre[shifted] == labels)).astype(np.intp)) * weight
-    column = xp.full(labels.shape, -1, dtype=np.intp)  # each weighted code's column (no table to upload)
+        if any(offset):
+            code += border(offset).astype(np.intp) * (2 if sum(map(abs, offset)) == 1 else 10)
+    column = xp.full(code.shape, -1, dtype=np.intp)  # each weighted code's column (no table to upload)
     for k, weighted in enumerate(BORDER_CODES):
         column[code == weighted] = k
-    which = xp.nonzero(border[core] & tile.mask & (column >= 0))
+    which = xp.nonzero(border((0,) * ndim) & (column >= 0))[0]
     bins = len(BORDER_CODES)
-    out[:] = xp.bincount(rows[which] * bins + column[which], minlength=tile.rows * bins).reshape(tile.rows, bins)
+    out[:] = xp.bincount(tile.index[which] * bins + column[which], minlength=tile.rows * bins).reshape(tile.rows, bins)
 
 
 #: the codes of scikit-image's ``perimeter`` with a weight (the others add exact zeros to its dot product)
