@@ -114,9 +114,20 @@ class _Affine:
 
     def bounds(self, box):
         """The extreme coordinates over the tile: at its corners (each sum is monotone in each output
-        coordinate, rounding included), computed with the tiles' own arithmetic, so they are exact."""
-        values = [np.asarray(c).ravel() for c in self._at(np, [np.array([a, b - 1], dtype=np.float64) for a, b in box])]
-        return np.array([v.min() for v in values]), np.array([v.max() for v in values])
+        coordinate, rounding included), computed with the tiles' own arithmetic (Python floats are the
+        same IEEE doubles, one rounding per operation, in the same order), so they are exact."""
+        corners = list(itertools.product(*((float(a), float(b - 1)) for a, b in box)))
+        lo, hi = [], []
+        for offset, row in zip(self.offset.tolist(), self.matrix.tolist()):
+            values = []
+            for corner in corners:
+                t = offset
+                for o, m in zip(corner, row):
+                    t = t + o * m
+                values.append(t)
+            lo.append(min(values))
+            hi.append(max(values))
+        return lo, hi
 
 
 class _ZoomShift:
@@ -144,12 +155,9 @@ class _ZoomShift:
             yield self._axis(xp.arange(a, b, dtype=xp.float64), k).reshape(tuple(-1 if j == k else 1 for j in range(n)))
 
     def bounds(self, box):
-        lo, hi = [], []
-        for k, (a, b) in enumerate(box):
-            ends = self._axis(np.array([a, b - 1], dtype=np.float64), k)
-            lo.append(ends.min())
-            hi.append(ends.max())
-        return np.array(lo), np.array(hi)
+        """The coordinates at both ends of each axis (monotone; the tiles' arithmetic on Python floats)."""
+        ends = [(self._axis(float(a), k), self._axis(float(b - 1), k)) for k, (a, b) in enumerate(box)]
+        return [min(e) for e in ends], [max(e) for e in ends]
 
 
 class _Given:
@@ -172,7 +180,7 @@ def _axis_window(lo_c, hi_c, length, order, mode, halo):
     """The window along one axis for coordinates in ``[lo_c, hi_c]`` (exact bounds): every sample SciPy
     reads there (zero weights included, so NaN and inf spread as in SciPy), and the whole numbers around
     each coordinate (so a coordinate never falls outside its window), plus ``halo``, cut to the image."""
-    if not (np.isfinite(lo_c) and np.isfinite(hi_c)):
+    if not (math.isfinite(lo_c) and math.isfinite(hi_c)):
         return 0, length
     lo = min(math.floor(lo_c), _first_sample(lo_c, order))
     hi = max(math.ceil(hi_c), _first_sample(hi_c, order) + order)

@@ -267,11 +267,11 @@ def test_plan_counts_chunk_reads_and_reads_one_at_a_time(stored3):
     x = gt.open(path)
     chunk_bytes = 8 * 7 * 10 * 4
     reads = R._Reads(x)
-    assert reads.per_read(((0, 21), (0, 26), (0, 19)), 21 * 26 * 19) == 2 * chunk_bytes  # read into the window
-    assert reads.per_read(((-3, 21), (0, 26), (0, 19)), 24 * 26 * 19) == 3 * chunk_bytes  # mirrored: copied out
-    assert reads.per_tile(((0, 21), (0, 26), (0, 19))) == 0
+    whole = 21 * 26 * 19 * 4  # every chunk decoded once
+    assert reads.costs(((0, 21), (0, 26), (0, 19)), 21 * 26 * 19) == (0, 2 * chunk_bytes, whole)  # into the window
+    assert reads.costs(((-3, 21), (0, 26), (0, 19)), 24 * 26 * 19)[1] == 3 * chunk_bytes  # mirrored: copied out
     graph_x = da.from_array(img, chunks=(8, 7, 10)).map_blocks(lambda b: b + 0)
-    assert R._Reads(graph_x).per_tile(((0, 9), (0, 8), (0, 3))) == 16 * 14 * 10 * 4  # dask holds whole chunks
+    assert R._Reads(graph_x).costs(((0, 9), (0, 8), (0, 3)), 9 * 8 * 3)[0] == 16 * 14 * 10 * 4  # whole chunks held
     out = T.affine_transform(x, np.eye(3), order=1, budget=40_000, backend="numpy")
     plan = gt.plan_of(out)
     assert plan.peak_bytes <= 40_000 and plan.n_tiles > 1

@@ -5,6 +5,7 @@ assembled from the source's chunks; output tiles are planned so the largest wind
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import itertools
@@ -72,6 +73,7 @@ class _Reads:
         elif self.stored is not None:  # a memory-mapped .npy: any region is read as it is
             physical = tuple((n,) for n in x.shape)
         self.bounds = _edges(physical)
+        self.edges = [e.tolist() for e in self.bounds]
         graph = x.__dask_graph__()
         layer = getattr(graph, "layers", {}).get(x.name)
         self.free = (self.stored is not None and not self.chunked) or (
@@ -83,35 +85,30 @@ class _Reads:
         """Per axis, the lengths of the source chunks the region reads."""
         out = []
         for a, (lo, hi) in enumerate(region):
-            n, edges = self.shape[a], self.bounds[a]
+            n, edges = self.shape[a], self.edges[a]
             if lo < 0 or hi > n:  # reach past the border: the chunks of what it maps to (reflect reads most)
-                chunks = np.unique(np.searchsorted(edges, region_indices(n, lo, hi, "reflect"), side="right") - 1)
+                chunks = sorted({bisect.bisect_right(edges, int(i)) - 1 for i in region_indices(n, lo, hi, "reflect")})
             else:
-                chunks = range(int(np.searchsorted(edges, lo, side="right")) - 1,
-                               int(np.searchsorted(edges, hi - 1, side="right")))
-            out.append([int(edges[c + 1] - edges[c]) for c in chunks])
+                chunks = range(bisect.bisect_right(edges, lo) - 1, bisect.bisect_right(edges, hi - 1))
+            out.append([edges[c + 1] - edges[c] for c in chunks])
         return out
 
-    def per_tile(self, region) -> int:
-        """Bytes a tile holds while its window is read, beyond the window (dask's whole chunks)."""
-        if self.free or self.stored is not None:
-            return 0
-        return math.prod(sum(t) for t in self._touched(region)) * self.itemsize
+    def costs(self, region, window_voxels: int):
+        """``(per tile, per read, decoded)`` bytes of reading one window:
 
-    def per_read(self, region, window_voxels: int) -> int:
-        """Bytes one read of a stored chunk holds while it runs: the chunk stored and decoded, and the
-        sub-box copied out of it unless it is decoded straight into the window (inside the image)."""
-        if not self.chunked:
-            return 0
-        chunk = math.prod(max(t) for t in self._touched(region)) * self.itemsize
-        inside = all(0 <= lo and hi <= n for (lo, hi), n in zip(region, self.shape))
-        return 2 * chunk + (0 if self.into and inside else min(chunk, window_voxels * self.itemsize))
-
-    def decoded(self, region, window_voxels: int) -> int:
-        """Bytes decoded (or computed) to assemble one window: the work of reading it."""
+        - per tile: what a tile holds while its window is read, beyond the window (dask's whole chunks);
+        - per read: what one read of a stored chunk holds while it runs: the chunk stored and decoded, and
+          the sub-box copied out of it unless it is decoded straight into the window (inside the image);
+        - decoded: the bytes decoded (or computed) to assemble the window, the work of reading it."""
         if self.free:
-            return window_voxels * self.itemsize
-        return math.prod(sum(t) for t in self._touched(region)) * self.itemsize
+            return 0, 0, window_voxels * self.itemsize
+        touched = self._touched(region)
+        decoded = math.prod(sum(t) for t in touched) * self.itemsize
+        if self.stored is None:
+            return decoded, 0, decoded
+        chunk = math.prod(max(t) for t in touched) * self.itemsize
+        inside = all(0 <= lo and hi <= n for (lo, hi), n in zip(region, self.shape))
+        return 0, 2 * chunk + (0 if self.into and inside else min(chunk, window_voxels * self.itemsize)), decoded
 
 
 _SLOTS: dict[int, threading.Semaphore] = {}
@@ -137,12 +134,12 @@ class ReadSlots:
 
 
 def _region_cost(out_box, region, window_bytes, tile_bytes, slab=(0, 0), reads=None):
-    """Bytes one tile holds (its window, tile, scratch and dask's chunks), and what one of its reads holds."""
+    """Bytes one tile holds (its window, tile, scratch and dask's chunks), what one of its reads holds,
+    and the bytes decoded to read its window."""
     window = math.prod(b - a for a, b in region)
     tile = math.prod(b - a for a, b in out_box)
-    held = reads.per_tile(region) if reads is not None else 0
-    per_read = reads.per_read(region, window) if reads is not None else 0
-    return window * window_bytes + tile * tile_bytes + min(tile, slab[0]) * slab[1] + held, per_read
+    per_tile, per_read, decoded = reads.costs(region, window) if reads is not None else (0, 0, window)
+    return window * window_bytes + tile * tile_bytes + min(tile, slab[0]) * slab[1] + per_tile, per_read, decoded
 
 
 def _boxes(chunks):
@@ -162,17 +159,23 @@ def _chunks_for(shape, tile):
 def _worst(costs):
     """The largest tile cost and the largest read cost among ``(tile, read)`` costs."""
     tile, read = 1, 0
-    for t, r in costs:
+    for t, r, *_ in costs:
         tile, read = max(tile, t), max(read, r)
     return tile, read
 
 
+#: above this many tiles, planning halves the longest tile axis instead of trying each axis, and does not
+#: refine the last cut (each evaluation of a tiling looks at every tile)
+_SEARCHED_TILES = 512
+
+
 def _halve(shape, evaluate, budget_bytes, wanted):
     """Halve tile axes until ``wanted`` of the most expensive tiles and one read fit the budget, each
-    time the axis whose halving reads the least in all (the longest among equals); then cut the longest
-    axis for parallelism while tiles stay MIN_PARALLEL_TILE long. Halving overshoots by up to 2x, so the
-    last axis halved is then cut in the fewest tiles that fit (a few counts tried). ``evaluate(tile)``
-    gives ``((worst tile cost, worst read cost), bytes read by all tiles)``.
+    time the axis whose halving reads the least in all (the longest among equals; the longest while
+    there are more than ``_SEARCHED_TILES`` tiles); then cut the longest axis for parallelism while
+    tiles stay MIN_PARALLEL_TILE long. Halving overshoots by up to 2x, so the last axis halved is then
+    cut in the fewest tiles that fit (a few counts tried, up to ``_SEARCHED_TILES`` tiles).
+    ``evaluate(tile)`` gives ``((worst tile cost, worst read cost), bytes read by all tiles)``.
     Returns (tile, (worst tile cost, worst read cost), bytes read, tiles in flight)."""
     tile = [max(1, n) for n in shape]
     cost, read = evaluate(tile)
@@ -185,14 +188,17 @@ def _halve(shape, evaluate, budget_bytes, wanted):
                     f"({sum(cost)} bytes): raise memory_budget to at least {sum(cost)} bytes")
             wanted = max(1, (budget_bytes - cost[1]) // cost[0])
             break
+        tiles = math.prod(math.ceil(n / t) for n, t in zip(shape, tile))
+        axes = [a for a in range(len(tile)) if tile[a] > 1]
+        if tiles > _SEARCHED_TILES:  # many tiles: each evaluation is long; halve the longest axis
+            axes = [max(axes, key=lambda a: (tile[a], -a))]
         options = []
-        for axis in range(len(tile)):
-            if tile[axis] > 1:
-                trial = tile.copy()
-                trial[axis] = math.ceil(tile[axis] / 2)
-                options.append((*evaluate(trial)[::-1], -tile[axis], axis, trial))
+        for axis in axes:
+            trial = tile.copy()
+            trial[axis] = math.ceil(tile[axis] / 2)
+            options.append((*evaluate(trial)[::-1], -tile[axis], axis, trial))
         read, cost, _, last, tile = min(options, key=lambda o: o[:1] + o[2:4])
-    if last is not None:
+    if last is not None and math.prod(math.ceil(n / t) for n, t in zip(shape, tile)) <= _SEARCHED_TILES:
         fewest, most = math.ceil(shape[last] / (2 * tile[last] - 1)), math.ceil(shape[last] / tile[last])
         for count in sorted({fewest + (most - fewest) * i // 8 for i in range(8)} - {most}):
             trial = tile.copy()
@@ -248,14 +254,15 @@ def plan_regions(output_shape, source_region, *, window_bytes: int, tile_bytes: 
     if wanted < 1:
         raise ValueError(f"tiles_in_flight must be >= 1, not {wanted}")
 
+    known = {}
+
     def evaluate(tile):
-        costs, read = [], 0
-        for _, box in _boxes(_chunks_for(shape, tile)):
-            region = source_region(box)
-            costs.append(_region_cost(box, region, window_bytes, tile_bytes, slab, reads))
-            window = math.prod(b - a for a, b in region)
-            read += reads.decoded(region, window) if reads is not None else window
-        return _worst(costs), read
+        key = tuple(tile)
+        if key not in known:
+            costs = [_region_cost(box, source_region(box), window_bytes, tile_bytes, slab, reads)
+                     for _, box in _boxes(_chunks_for(shape, tile))]
+            known[key] = _worst(costs), sum(c[2] for c in costs)
+        return known[key]
 
     if tile_shape is not None:
         tile = tuple(min(max(1, int(t)), max(n, 1)) for t, n in zip(tile_shape, shape))
