@@ -276,3 +276,12 @@ def test_plan_counts_chunk_reads_and_reads_one_at_a_time(stored3):
     plan = gt.plan_of(out)
     assert plan.peak_bytes <= 40_000 and plan.n_tiles > 1
     np.testing.assert_array_equal(out.compute(), img)
+
+
+def test_memory_mapped_npy_is_read_by_region(tmp_path):
+    img = np.random.default_rng(1).random((30, 40)).astype(np.float32)
+    np.save(tmp_path / "a.npy", img)
+    x = gt.open(str(tmp_path / "a.npy"))
+    for mode in ("constant", "mirror"):
+        out = T.rotate(x, 17, order=1, mode=mode, tile_shape=(9, 11), backend="numpy").compute()
+        np.testing.assert_array_equal(out, ndi.rotate(img, 17, order=1, mode=mode), err_msg=mode)
