@@ -131,9 +131,40 @@ def test_a_pass_into_a_scratch_store_decodes_each_source_chunk_about_once():
     image = np.random.default_rng(5).random((512, 512)).astype(np.float32)
     source = da.from_array(image, chunks=32).map_blocks(read, dtype=np.float32)
     smoothed = gt.map_tiles(lambda t: ndi.gaussian_filter(t, 1.0), source, halo=4, tile_shape=(32, 32))
-    with gt.config(memory_budget="512KiB"):
+    with gt.config(memory_budget="512KiB"):  # 1 MiB of image
         mask = gt.threshold(smoothed, "otsu")
     assert "kept in a scratch store" in explain(mask)
-    assert sum(reads.values()) <= 1.5 * len(reads) and len(reads) == 256  # without keeping: 1380 reads
+    assert sum(reads.values()) <= 1.5 * len(reads) and len(reads) == 256  # without keeping: 1380
     whole = ndi.gaussian_filter(image, 1.0)
     np.testing.assert_array_equal(mask.compute(), whole > skimage.filters.threshold_otsu(whole))
+
+
+#: tiles the in-process workers ran (the function goes to them pickled: by reference, so it counts here)
+_CLUSTER_CALLS = collections.Counter()
+
+
+def _counted_on_a_worker(tile):
+    _CLUSTER_CALLS[tile.shape] += 1
+    return ndi.gaussian_filter(tile, 2.0)
+
+
+def test_under_a_cluster_the_kept_intermediate_lives_on_the_workers(image):
+    from dask.core import flatten
+    from distributed import Client, LocalCluster
+
+    from gpu_tiler._io.sources import as_dask
+
+    whole = ndi.gaussian_filter(image, 2.0)
+    expected, count = ndi.label(whole > skimage.filters.threshold_otsu(whole))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
+                      silence_logs=50) as cluster, Client(cluster) as client:
+        _CLUSTER_CALLS.clear()
+        smoothed = gt.map_tiles(_counted_on_a_worker, da.from_array(image, chunks=(48, 40)), halo=8,
+                                tile_shape=(48, 40))
+        mask = gt.threshold(smoothed, "otsu")
+        held = {key for keys in client.has_what().values() for key in keys}
+        assert set(flatten(as_dask(smoothed).__dask_keys__())) <= held  # persisted: its tiles are on the workers
+        labels, n = gt.label(mask)
+        assert n == count
+        np.testing.assert_array_equal(labels.compute(), expected)
+    assert sum(_CLUSTER_CALLS.values()) == int(np.prod(smoothed.numblocks))  # each tile once, on the workers

@@ -273,8 +273,8 @@ def _values(x, reductions):
 def explain(*arrays) -> str:
     """The stages behind ``arrays``: gpu_tiler's tile operations, the intermediates kept (in memory, on
     the host, in a scratch store: with the cost model's estimates) that they read instead of computing
-    again, those recomputed by every pass, and the stored inputs each reads (and how many passes read
-    them: label and regionprops run their passes when called, so this shows the lazy rest)."""
+    again, those recomputed by every pass, and the stored inputs each reads. This is the lazy rest of a
+    job; the passes already run (a threshold's, label's) are what ``PassLog`` records."""
     lines = []
     for array in arrays:
         graph = array.__dask_graph__()
