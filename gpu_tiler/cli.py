@@ -434,7 +434,11 @@ def cmd_measure(args):
     out = Path(args.output)
     _check_output(out, args.overwrite)
     _start_computing(args)
-    table = gt.regionprops(labels, intensity)
+    properties = [p.strip() for p in args.properties.split(",") if p.strip()] if args.properties else None
+    if properties is None:  # the command line's default: shape, and intensity statistics when there are intensities
+        properties = ["label", "area", "centroid", "bbox"] + (
+            ["intensity_mean", "intensity_min", "intensity_max"] if intensity is not None else [])
+    table = gt.regionprops(labels, intensity, properties=properties)
     partial = out.with_name(f".{out.name}.partial")
     table.to_csv(partial, index=False)
     partial.replace(out)
@@ -670,6 +674,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("labels")
     p.add_argument("--intensity")
     p.add_argument("-o", "--output", required=True)
+    p.add_argument("--properties", default=None,
+                   help="comma-separated regionprops properties (any of scikit-image's); default: label, area, "
+                        "centroid, bbox, and intensity_mean, intensity_min, intensity_max with --intensity")
     p.set_defaults(run=cmd_measure)
 
     p = sub.add_parser("segment", parents=[common],

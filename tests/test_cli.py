@@ -142,6 +142,15 @@ def test_label_then_measure(image_path, tmp_path):
     frame = pd.read_csv(table)
     assert len(frame) == count and {"label", "area", "intensity_mean"} <= set(frame.columns)
     assert run("measure", tmp_path / "labels.zarr", "-o", table).returncode == 2  # exists: refused
+    chosen = tmp_path / "perimeters.csv"
+    assert run("measure", tmp_path / "labels.zarr", "-o", chosen, "--properties", "label,perimeter").returncode == 0
+    import skimage.measure
+
+    want = skimage.measure.regionprops_table(expected, properties=("label", "perimeter"))
+    frame = pd.read_csv(chosen)
+    assert list(frame.columns) == ["label", "perimeter"]
+    np.testing.assert_array_equal(frame["label"], want["label"])
+    np.testing.assert_allclose(frame["perimeter"], want["perimeter"], rtol=1e-15)
 
 
 def test_demo_runs_small_and_shows_what_it_made(tmp_path):
