@@ -26,13 +26,13 @@ import gpu_tiler as gt
 from gpu_tiler import filters
 from gpu_tiler._backends import cupy_problem
 from gpu_tiler._config import BACKENDS
+from gpu_tiler._demo import run_demo
 from gpu_tiler._engine.materialise import explain
 from gpu_tiler._execution.bounded import PassLog, active_client
 from gpu_tiler._execution.cluster import describe_workers
 from gpu_tiler._io.sinks import check_label_output
 from gpu_tiler._planning.halo import MODES
 from gpu_tiler._registry import info_of_name
-from gpu_tiler._demo import run_demo
 from gpu_tiler._tools.preview import preview
 from gpu_tiler.data import nuclei
 from gpu_tiler.labels._merge import MERGERS, get_merger

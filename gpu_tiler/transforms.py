@@ -30,7 +30,7 @@ import numpy as np
 from gpu_tiler._backends import chunk_backend
 from gpu_tiler._engine.regions import map_regions
 from gpu_tiler._io.sources import as_dask
-from gpu_tiler._planning.plan import _resolve_budget
+from gpu_tiler._planning.plan import _resolve_budget, chunk_bounds
 
 MODES = ("constant", "grid-constant", "nearest", "reflect", "grid-mirror", "mirror", "wrap", "grid-wrap")
 _WHOLE_AXIS_MODES = ("mirror", "reflect", "wrap", "grid-wrap")  # reach folds back into the image
@@ -440,7 +440,7 @@ def map_coordinates(image, coordinates, output=None, order=3, mode="constant", c
         mins = [coords.blocks[(0, *b)] for b in blocks]
         ranges = dask.compute(*[(da.nanmin(m.reshape(x.ndim, -1), axis=1), da.nanmax(m.reshape(x.ndim, -1), axis=1))
                                 for m in mins])
-        edges = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in chunks]
+        edges = chunk_bounds(chunks)
         table = {tuple((int(e[i]), int(e[i + 1])) for e, i in zip(edges, b)): (np.asarray(lo), np.asarray(hi))
                  for b, (lo, hi) in zip(blocks, ranges)}
         try:

@@ -27,6 +27,7 @@ from gpu_tiler._planning.plan import (
     MIN_PARALLEL_TILE,
     TilePlan,
     _resolve_budget,
+    chunk_bounds,
     default_tiles_in_flight,
 )
 from gpu_tiler._registry import record
@@ -45,10 +46,6 @@ def region_indices(length: int, start: int, stop: int, mode: str) -> np.ndarray:
         else:
             idx = np.pad(idx, (before, after), mode=np_mode)
     return idx[start + before : stop + before]
-
-
-def _edges(chunks):
-    return [np.concatenate([[0], np.cumsum(c)]).astype(np.int64) for c in chunks]
 
 
 class _Reads:
@@ -72,7 +69,7 @@ class _Reads:
             physical = tuple(tuple(min(c, n - i) for i in range(0, n, c)) for c, n in zip(physical, x.shape))
         elif self.stored is not None:  # a memory-mapped .npy: any region is read as it is
             physical = tuple((n,) for n in x.shape)
-        self.bounds = _edges(physical)
+        self.bounds = chunk_bounds(physical)
         self.edges = [e.tolist() for e in self.bounds]
         graph = x.__dask_graph__()
         layer = getattr(graph, "layers", {}).get(x.name)
@@ -143,7 +140,7 @@ def _region_cost(out_box, region, window_bytes, tile_bytes, slab=(0, 0), reads=N
 
 
 def _boxes(chunks):
-    edges = _edges(chunks)
+    edges = chunk_bounds(chunks)
     for index in itertools.product(*(range(len(c)) for c in chunks)):
         yield index, tuple((int(e[i]), int(e[i + 1])) for e, i in zip(edges, index))
 
@@ -423,7 +420,7 @@ def map_regions(func, image, source_region, *, output_shape, dtype=None, mode="c
             modes, cval, out_dtype, chunks, chosen.name, kwargs)
     wname = "gpu_tiler-region-window-" + name.rsplit("-", 1)[-1]
     stored = reads.stored
-    bounds = reads.bounds if stored is not None else _edges(x.chunks)
+    bounds = reads.bounds if stored is not None else chunk_bounds(x.chunks)
     native = type(x._meta) is type(chosen.meta(x.dtype, 0))
     dsk = {}
     for index, box in _boxes(chunks):

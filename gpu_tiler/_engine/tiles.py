@@ -24,7 +24,7 @@ from gpu_tiler._io.ome import attach_metadata
 from gpu_tiler._io.provenance import UNVERIFIABLE, function_token
 from gpu_tiler._io.sources import as_dask
 from gpu_tiler._planning.halo import axis_pieces, normalize_modes, source_indices
-from gpu_tiler._planning.plan import normalize_halo, plan_tiles
+from gpu_tiler._planning.plan import chunk_bounds, normalize_halo, plan_tiles
 from gpu_tiler._registry import metadata_of, record
 
 
@@ -77,11 +77,11 @@ def windows(x: da.Array, tile_chunks, halo, modes, cval, name=None) -> da.Array:
     ``modes`` (scipy.ndimage names) deciding what lies beyond the image border.
     """
     ndim = x.ndim
-    bounds = [np.concatenate([[0], np.cumsum(c)]) for c in x.chunks]
+    bounds = chunk_bounds(x.chunks)
     per_axis = []  # per axis, per tile: list of (dst, chunk, src)
     for a in range(ndim):
         idx = source_indices(x.shape[a], halo[a], modes[a])
-        starts = np.concatenate([[0], np.cumsum(tile_chunks[a])])
+        starts = chunk_bounds(tile_chunks)[a]
         per_axis.append(
             [axis_pieces(idx[s : e + 2 * halo[a]], bounds[a]) for s, e in zip(starts[:-1], starts[1:])]
         )

@@ -19,7 +19,7 @@ import numpy as np
 
 from gpu_tiler._backends import NUMPY, to_numpy
 from gpu_tiler._execution.bounded import run_bounded, tiles_in_flight_for_chunks
-from gpu_tiler._io.claim import OutputInUseError, claim_output
+from gpu_tiler._io.claim import claim_output
 from gpu_tiler._io.ome import (
     ImageMetadata,
     check_ome_shape,

@@ -18,6 +18,7 @@ from gpu_tiler._io.provenance import (
     StoredArray,
     files_of_zarr,
 )
+from gpu_tiler._planning.plan import regular_chunk_shape
 from gpu_tiler._registry import info_of, record
 
 _TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf", ".tf8")
@@ -233,12 +234,7 @@ def _open_path(path: Path, chunks, level=None) -> da.Array:
 
 def _regular_chunks(array: da.Array):
     """A zarr chunk shape for ``array``: its chunks when regular (all equal but the last), else None."""
-    shape = []
-    for c in array.chunks:
-        if len(c) > 1 and (len(set(c[:-1])) > 1 or c[-1] > c[0]):
-            return None
-        shape.append(max(c[0], 1) if c else 1)
-    return tuple(shape)
+    return regular_chunk_shape(array.chunks)
 
 
 __all__ = ["ChunkReadError", "InputChangedError", "as_dask", "check_unchanged", "open", "read_stored",

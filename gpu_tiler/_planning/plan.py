@@ -247,6 +247,22 @@ def plan_tiles(
     return TilePlan(shape, dtype, tuple(tile), halo, in_flight, cost(tile), budget_bytes)
 
 
+
+def chunk_bounds(chunks) -> list[np.ndarray]:
+    """Where the chunks of each axis start and end: ``[0, c0, c0 + c1, ...]`` (int64), one array per axis."""
+    return [np.concatenate([[0], np.cumsum(c, dtype=np.int64)]) for c in chunks]
+
+
+def regular_chunk_shape(chunks) -> tuple[int, ...] | None:
+    """A zarr chunk shape for dask ``chunks``: their shape when regular (all equal but a smaller last one along
+    each axis), else None."""
+    shape = []
+    for c in chunks:
+        if len(c) > 1 and (len(set(c[:-1])) > 1 or c[-1] > c[0]):
+            return None
+        shape.append(max(c[0], 1) if c else 1)
+    return tuple(shape)
+
 def _cut(length, count, align, axis, below):
     """Tile length for ``count`` even tiles along an axis, on source-chunk edges, shorter than ``below``."""
     t = math.ceil(length / count)

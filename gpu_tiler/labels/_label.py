@@ -35,6 +35,7 @@ from gpu_tiler._backends import namespace_of, resolve_backend
 from gpu_tiler._io.ome import attach_metadata
 from gpu_tiler._io.provenance import stamps_of
 from gpu_tiler._io.sources import as_dask, check_unchanged, remember_job_name
+from gpu_tiler._planning.plan import chunk_bounds
 from gpu_tiler._registry import metadata_of
 from gpu_tiler.labels._equivalences import border_pairs
 from gpu_tiler.labels._merge import merger_for
@@ -90,8 +91,8 @@ def _tile_sources(source: da.Array, grid):
     chunks = getattr(source.dask, "layers", {}).get(source.name)  # key -> chunk, data or task
     if chunks is None:
         return None
-    source_bounds = [np.concatenate([[0], np.cumsum(c)]) for c in source.chunks]
-    tile_bounds = [np.concatenate([[0], np.cumsum(c)]) for c in grid.chunks]
+    source_bounds = chunk_bounds(source.chunks)
+    tile_bounds = chunk_bounds(grid.chunks)
     if not all(np.isin(t, b).all() for t, b in zip(tile_bounds, source_bounds)):
         return None
     # along each axis: for each tile, the source chunk indices it covers

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpu_tiler._planning.plan import chunk_bounds
+
 
 @dataclass
 class TileSummary:
@@ -66,7 +68,7 @@ class TileGrid:
     @functools.cached_property
     def starts(self) -> tuple[tuple[int, ...], ...]:
         """Where each tile begins along each axis."""
-        return tuple(tuple(int(s) for s in np.concatenate([[0], np.cumsum(c)[:-1]])) for c in self.chunks)
+        return tuple(tuple(int(s) for s in bounds[:-1]) for bounds in chunk_bounds(self.chunks))
 
     def origin(self, index) -> tuple[int, ...]:
         starts = self.starts

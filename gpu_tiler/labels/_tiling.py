@@ -7,15 +7,11 @@ import dask.array as da
 import numpy as np
 
 from gpu_tiler._planning.plan import default_tiles_in_flight as planned_tiles_in_flight
-from gpu_tiler._planning.plan import plan_tiles
+from gpu_tiler._planning.plan import plan_tiles, regular_chunk_shape
 
 #: Bytes per voxel a tile needs while it is labelled and relabelled, besides its source voxels:
 #: local labels, the labeller's own working copy and the output tile.
 LABEL_BYTES_PER_VOXEL = 3 * 4
-
-
-def _regular(chunks) -> bool:
-    return all(len(c) < 2 or (len(set(c[:-1])) == 1 and c[-1] <= c[0]) for c in chunks)
 
 
 def tiles_for(x: da.Array, backend, budget_bytes: int, tile_shape, regular: bool) -> da.Array:
@@ -52,9 +48,9 @@ def tiles_for(x: da.Array, backend, budget_bytes: int, tile_shape, regular: bool
             if voxels < 2**31:  # CuPy's labeller indexes with int32; local labels stay int32
                 break
             plan_budget = int(plan_budget * (2**31 - 1) / voxels)
-        if tuple(max(c) for c in x.chunks) != plan.tile_shape or not _regular(x.chunks):
+        if tuple(max(c) for c in x.chunks) != plan.tile_shape or regular_chunk_shape(x.chunks) is None:
             x = x.rechunk(plan.chunks)
-    if regular and not _regular(x.chunks):
+    if regular and regular_chunk_shape(x.chunks) is None:
         x = x.rechunk(tuple(max(c) for c in x.chunks))
     return x
 

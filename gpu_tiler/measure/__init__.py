@@ -19,7 +19,8 @@ from gpu_tiler._execution.bounded import run_bounded
 from gpu_tiler._io.sources import as_dask
 from gpu_tiler._planning.checks import check_image
 from gpu_tiler._planning.plan import plan_tiles
-from gpu_tiler.measure._crops import CropRequest, Failed, columns as crop_columns, normalize_spacing
+from gpu_tiler.measure._crops import CropRequest, Failed, normalize_spacing
+from gpu_tiler.measure._crops import columns as crop_columns
 from gpu_tiler.measure._partials import Merger, Plan, tile_partial
 from gpu_tiler.measure._properties import (
     DEFAULT_PROPERTIES,

@@ -15,7 +15,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from skimage.measure._regionprops import COL_DTYPES, PROPS, RegionProperties, _props_to_dict
+from skimage.measure._regionprops import (
+    COL_DTYPES,
+    PROPS,
+    RegionProperties,
+    _props_to_dict,
+)
 from skimage.measure._regionprops_utils import _normalize_spacing
 
 #: scikit-image's property names, and every old name it still accepts mapped to its current one

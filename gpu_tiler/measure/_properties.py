@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-
 from skimage.measure import moments_hu as skimage_moments_hu
 from skimage.measure._regionprops_utils import EULER_COEFS2D_8
 
