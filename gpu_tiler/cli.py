@@ -428,14 +428,19 @@ def cmd_label(args):
     return 0
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names (``--properties label,area``), blanks dropped."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def cmd_measure(args):
     labels = _open(args.labels, "labels")
     intensity = _open(args.intensity, "intensity image") if args.intensity else None
     out = Path(args.output)
     _check_output(out, args.overwrite)
     _start_computing(args)
-    properties = [p.strip() for p in args.properties.split(",") if p.strip()] if args.properties else None
-    if properties is None:  # the command line's default: shape, and intensity statistics when there are intensities
+    properties = args.properties
+    if not properties:  # the command line's default: shape, and intensity statistics when there are intensities
         properties = ["label", "area", "centroid", "bbox"] + (
             ["intensity_mean", "intensity_min", "intensity_max"] if intensity is not None else [])
     table = gt.regionprops(labels, intensity, properties=properties)
@@ -530,7 +535,6 @@ def cmd_segment(args):
     image = _open(args.input)
     out = Path(args.output)
     _check_output(out, args.overwrite)
-    properties = [p.strip() for p in args.properties.split(",") if p.strip()]
     _start_computing(args)
     start = time.perf_counter()
     with _PassBars(args, {args.input: image.name}) as log:
@@ -541,7 +545,7 @@ def cmd_segment(args):
         log.step = "label"
         labels, count = gt.label(mask, connectivity=args.connectivity)
         log.step = "regionprops"
-        table = gt.regionprops(labels, image, properties=properties)
+        table = gt.regionprops(labels, image, properties=args.properties)
     partial = out.with_name(f".{out.name}.partial")
     table.to_csv(partial, index=False)
     partial.replace(out)
@@ -674,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("labels")
     p.add_argument("--intensity")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--properties", default=None,
+    p.add_argument("--properties", default=None, type=_names,
                    help="comma-separated regionprops properties (any of scikit-image's); default: label, area, "
                         "centroid, bbox, and intensity_mean, intensity_min, intensity_max with --intensity")
     p.set_defaults(run=cmd_measure)
@@ -689,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the CSV table")
     p.add_argument("--sigma", type=_numbers, default=2.0, help="the Gaussian's sigma (one, or one per axis: 1,2,2)")
     p.add_argument("--connectivity", type=int, default=1)
-    p.add_argument("--properties", default="label,area,centroid,intensity_mean",
+    p.add_argument("--properties", default="label,area,centroid,intensity_mean", type=_names,
                    help="comma-separated regionprops properties")
     p.set_defaults(run=cmd_segment)
 

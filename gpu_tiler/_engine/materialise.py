@@ -39,7 +39,8 @@ from gpu_tiler._backends import NUMPY, chunk_backend, to_numpy
 from gpu_tiler._execution.bounded import run_bounded, tiles_in_flight_for_chunks
 from gpu_tiler._io.provenance import StoredArray, stamps_of
 from gpu_tiler._io.sinks import _TileWriter
-from gpu_tiler._io.sources import _ChunkReader, _regular_chunks
+from gpu_tiler._io.sources import _ChunkReader
+from gpu_tiler._planning.plan import regular_chunk_shape
 from gpu_tiler._registry import (
     info_of,
     info_of_name,
@@ -196,10 +197,10 @@ def _to_scratch(x: da.Array, budget_bytes: int, reductions, where=None, progress
     from zarr.codecs import BloscCodec
 
     scratch = ScratchStore(where)
-    chunks = _regular_chunks(x)
+    chunks = regular_chunk_shape(x.chunks)
     if chunks is None:
         x = x.rechunk(tuple(max(c) for c in x.chunks))
-        chunks = _regular_chunks(x)
+        chunks = regular_chunk_shape(x.chunks)
     path = os.path.join(scratch.path, "kept.zarr")
     # LZ4 at level 1 (as label's scratch store): zstd cost the pass more time than the filter did; every chunk
     # is written as it is (checking whether it is all fill value is one more pass over it)

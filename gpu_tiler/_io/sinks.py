@@ -43,11 +43,11 @@ from gpu_tiler._io.provenance import (
 from gpu_tiler._io.sources import (
     InputChangedError,
     _is_zarr_dir,
-    _regular_chunks,
     as_dask,
     check_unchanged,
 )
 from gpu_tiler._io.sources import open as open_source
+from gpu_tiler._planning.plan import regular_chunk_shape
 from gpu_tiler._registry import info_of, metadata_of, plan_of
 
 MANIFEST = "gpu_tiler-job.json"
@@ -163,10 +163,10 @@ def save(
         ome = (meta, factors, transforms)
     elif zarr_format is None:
         zarr_format = 3
-    chunk_shape = _regular_chunks(source)
+    chunk_shape = regular_chunk_shape(source.chunks)
     if chunk_shape is None:
         source = source.rechunk(tuple(max(c) for c in source.chunks))
-        chunk_shape = _regular_chunks(source)
+        chunk_shape = regular_chunk_shape(source.chunks)
     if tiles_in_flight is None:
         if plan is not None and budget is None:
             tiles_in_flight = plan.tiles_in_flight
@@ -272,7 +272,7 @@ def _write_pyramid(partial: Path, target: Path, ome, kind, zarr_format, tiles_in
         # each level keeps the chunks downsampling gives (a tile's worth of the level before, halved):
         # one level-k chunk then reads exactly one level-(k-1) chunk, so memory stays at the plan's
         smaller = next_level(previous, factor, kind)
-        chunks = _regular_chunks(smaller)
+        chunks = regular_chunk_shape(smaller.chunks)
         store = zarr.create_array(store=str(partial / str(level)), shape=smaller.shape, chunks=chunks,
                                   dtype=smaller.dtype, zarr_format=zarr_format, fill_value=0,
                                   **_layout(zarr_format, meta.axes))

@@ -18,7 +18,6 @@ from gpu_tiler._io.provenance import (
     StoredArray,
     files_of_zarr,
 )
-from gpu_tiler._planning.plan import regular_chunk_shape
 from gpu_tiler._registry import info_of, record
 
 _TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf", ".tf8")
@@ -230,11 +229,6 @@ def _open_path(path: Path, chunks, level=None) -> da.Array:
     raise ValueError(
         f"don't know how to open '{path}': expected a zarr store, a .tif/.tiff file or a .npy file"
     )
-
-
-def _regular_chunks(array: da.Array):
-    """A zarr chunk shape for ``array``: its chunks when regular (all equal but the last), else None."""
-    return regular_chunk_shape(array.chunks)
 
 
 __all__ = ["ChunkReadError", "InputChangedError", "as_dask", "check_unchanged", "open", "read_stored",
