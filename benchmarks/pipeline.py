@@ -195,11 +195,11 @@ def _cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def run_once(method, path, budget, limit, keep):
+def run_once(method, path, budget, limit, keep, env=None):
     out = os.path.join(keep, f"{method.replace(' ', '_')}.csv")
     try:
         done = subprocess.run([sys.executable, __file__, "--child", method, path, out, budget or ""],
-                              capture_output=True, text=True, timeout=limit)
+                              capture_output=True, text=True, timeout=limit, env={**os.environ, **(env or {})})
     except subprocess.TimeoutExpired:
         return None
     if done.returncode != 0:
@@ -218,6 +218,8 @@ def summarise(runs):
     for key in ("seconds", "cpu_seconds", "peak_rss", "baseline_rss"):
         summary[key] = statistics.median(r[key] for r in runs)
     summary["all_seconds"] = sorted(r["seconds"] for r in runs)
+    summary["all_stages"] = [r["stages"] for r in runs if "stages" in r]
+    summary["all_baselines"] = [r["baseline_rss"] for r in runs if "stages" in r]
     return summary
 
 
@@ -263,6 +265,14 @@ def stages(r):
         print(f"- {name}: {s['seconds']:.2f} s, {s['source_reads']} source chunk reads "
               f"({s['source_reads'] / r['source_chunks']:.2f} x the image), {s['kept_reads']} reads of kept "
               f"intermediates, peak RSS {s['peak_rss'] / 2**20:.0f} MiB")
+    if "budget" in r:
+        from gpu_tiler import parse_budget
+
+        budget = parse_budget(r["budget"])
+        for name in r["stages"]:
+            above = [run[name]["peak_rss"] - base for run, base in zip(r["all_stages"], r["all_baselines"])]
+            print(f"- {name}, peak above the interpreter in every run: "
+                  + ", ".join(f"{a / 2**20:.0f} MiB ({a / budget:.2f}x the budget)" for a in above))
     if "gaussian_tile_runs" in r:
         print(f"- the user's Gaussian ran {r['gaussian_tile_runs']} times for {r['tiles']} tiles")
 
@@ -276,6 +286,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out-of-core", type=int, default=0, metavar="SIDE")
     parser.add_argument("--budget", default="64MiB")
+    parser.add_argument("--out-of-core-repeats", type=int, default=3)
+    parser.add_argument("--glibc-default", action="store_true",
+                        help="out of core, also run gpu_tiler with GPU_TILER_MALLOC_ARENAS=0 (glibc's own arenas)")
     parser.add_argument("--dask-image-limit", type=float, default=120)
     parser.add_argument("--skip-dask-image", action="store_true")
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "gpu_tiler-pipeline-bench"))
@@ -313,10 +326,20 @@ def main():
         image = args.out_of_core**2 * 2
         print(f"\nout of core: {args.out_of_core}^2 uint16 ({image / 2**20:.0f} MiB, its Gaussian the same), "
               f"budget {args.budget}; one run each\n")
+        print(f"(gpu_tiler: medians of {args.out_of_core_repeats} runs; SciPy: one run)\n")
         reference = summarise([run_once("scipy", big, None, None, keep)])
-        ours = summarise([run_once("gpu_tiler", big, args.budget, None, keep)])
-        table({"scipy": reference, "gpu_tiler": ours}, "scipy", reference["csv"])
-        stages(ours)
+        variants = {"gpu_tiler": {}}
+        if args.glibc_default:
+            variants["gpu_tiler, glibc's own arenas (GPU_TILER_MALLOC_ARENAS=0)"] = {"GPU_TILER_MALLOC_ARENAS": "0"}
+        runs = {name: [] for name in variants}
+        for _ in range(args.out_of_core_repeats):
+            for name, env in variants.items():
+                runs[name].append(run_once("gpu_tiler", big, args.budget, None, keep, env))
+        ours = {name: dict(summarise(r), budget=args.budget) for name, r in runs.items()}
+        table({"scipy": reference, **ours}, "scipy", reference["csv"])
+        for name, r in ours.items():
+            print(f"\n{name}:")
+            stages(r)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from gpu_tiler._registry import plan_of
 from gpu_tiler.filters import *  # noqa: F403 - every public filter, as gt.<name>
 from gpu_tiler.filters import __all__ as _filters_all
 from gpu_tiler import filters
+from gpu_tiler._execution import host_memory as _host_memory
 from gpu_tiler._io.sources import InputChangedError, open
 from gpu_tiler._io.sinks import ResumeRefusedError, save
 from gpu_tiler._tools.margin import MarginReport, find_margin
@@ -30,6 +31,10 @@ from gpu_tiler.transforms import (
     shift,
     zoom,
 )
+
+# before any thread of ours, dask's or zarr's allocates: freed tiles are then reused across threads instead of
+# kept in one glibc arena per thread (GPU_TILER_MALLOC_ARENAS; docs/pipelines.md, "Host memory")
+_host_memory.limit_arenas()
 
 __version__ = "0.1.0"
 
