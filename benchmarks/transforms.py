@@ -5,9 +5,10 @@ memory dask-image takes) against dask-image's
 ndinterp.affine_transform (+ to_zarr) and SciPy in memory: each run in a fresh process, after a warm-up on
 a tiny volume in that process (imports, thread pools and codecs are not the transform's memory), wall time
 and peak RSS growth, medians of ``--repeats`` runs, the methods taking turns. Each method also runs with
-``MALLOC_TRIM_THRESHOLD_=65536`` (what dask.distributed's nanny sets for its workers): glibc's default
-dynamic mmap threshold keeps freed multi-MiB buffers (decoded chunks, windows) in per-thread arenas, which
-RSS counts. The SciPy run checks gpu_tiler's stored result against its own, bit for bit.
+``MALLOC_TRIM_THRESHOLD_=65536`` (what dask.distributed's nanny sets for its workers), and gpu_tiler also with
+``GPU_TILER_MALLOC_ARENAS=0`` (glibc's own arenas, one per allocating thread, instead of the two gpu_tiler sets
+at import): glibc keeps freed multi-MiB buffers (decoded chunks, windows) in its arenas, which RSS counts.
+The SciPy run checks gpu_tiler's stored result against its own, bit for bit.
 
     .venv/bin/python benchmarks/transforms.py [--side 384] [--depth 256] [--order 1] [--repeats 3]
 """
@@ -26,7 +27,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 WORK = HERE / "_transforms_data"
 CHUNKS = (64, 128, 128)
-ALLOCATORS = {"glibc default": {}, "MALLOC_TRIM_THRESHOLD_=65536": {"MALLOC_TRIM_THRESHOLD_": "65536"}}
+# "default": as each library comes (gpu_tiler limits glibc to two arenas at import, the others leave glibc alone)
+ALLOCATORS = {"default": {}, "GPU_TILER_MALLOC_ARENAS=0": {"GPU_TILER_MALLOC_ARENAS": "0"},
+              "MALLOC_TRIM_THRESHOLD_=65536": {"MALLOC_TRIM_THRESHOLD_": "65536"}}
 
 
 def transform():
@@ -137,10 +140,12 @@ def main():
     print(f"volume {shape} float32 = {volume / 2**20:.0f} MiB in {'x'.join(map(str, CHUNKS))} chunks (zstd), "
           f"budget {args.budget / 2**20:.0f} MiB, order {args.order}, medians of {args.repeats} fresh processes")
     methods = ("gpu_tiler", "gpu_tiler-8x-budget", "dask-image", "scipy")
-    runs = {(m, a): [] for m in methods for a in ALLOCATORS}
+    runs = {(m, a): [] for m in methods for a in ALLOCATORS if m.startswith("gpu_tiler") or "GPU_TILER" not in a}
     for repeat in range(args.repeats):
         for allocator, env in ALLOCATORS.items():
             for method in methods:
+                if (method, allocator) not in runs:
+                    continue
                 r = run_fresh(args, method, env, check=repeat == 0 and not env)
                 runs[method, allocator].append(r)
                 print(json.dumps({"allocator": allocator, **r}), flush=True)
