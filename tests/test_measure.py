@@ -388,3 +388,30 @@ def test_on_the_device_tiles_stay_within_the_budget_and_cross_once():
 def test_a_budget_too_small_for_one_voxel_says_how_large_it_must_be():
     with pytest.raises(ValueError, match="raise memory_budget to at least"):
         regionprops(blobs((20, 20), seed=1), properties=["label", "moments_central"], budget=64)
+
+
+def test_out_of_core_tiles_smaller_than_the_chunks_read_each_chunk_once(tmp_path, monkeypatch):
+    """A budget too small for a source chunk per tile: tiles are cut inside the chunks, walked strip by strip
+    with the chunks carried between batches, so each stored chunk of the labels and the intensities is decoded
+    once (in raster order each would be decoded once per row of tiles), and the table is scikit-image's."""
+    from gpu_tiler._io import sources
+
+    labels = blobs((256, 192), seed=11)
+    intensity = intensity_image(labels.shape, np.uint16, seed=11)
+    da.from_array(labels, chunks=64).to_zarr(str(tmp_path / "labels.zarr"))
+    da.from_array(intensity, chunks=64).to_zarr(str(tmp_path / "intensity.zarr"))
+    reads, original = [], sources._ChunkReader.__call__
+
+    def counted(reader, array, index, *args, **kwargs):
+        reads.append((reader.where, tuple(s.start for s in index)))
+        return original(reader, array, index, *args, **kwargs)
+
+    monkeypatch.setattr(sources._ChunkReader, "__call__", counted)
+    properties = ["label", "area", "centroid", "intensity_mean"]
+    lazy = [gpu_tiler.open(str(tmp_path / name)) for name in ("labels.zarr", "intensity.zarr")]
+    budget = 640 * 1024
+    assert tiles_for(labels, intensity, properties, budget) > 2 * 12  # tiles much smaller than the 64² chunks
+    got = regionprops(*lazy, properties, budget=budget)
+    assert len(reads) == len(set(reads)) == 2 * 12
+    want = regionprops_table(labels, intensity, properties=properties)
+    assert_equals_skimage(got, want, want, np.uint16)

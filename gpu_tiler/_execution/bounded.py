@@ -49,8 +49,8 @@ def _write_in_task(write, index, block):
 
 
 def run_bounded(array: da.Array, write, tiles_in_flight: int, progress=None, skip=frozenset(), *,
-                in_task: bool = False, on_done=None, carry_bytes: int = 0) -> None:
-    """Compute every block of ``array`` in raster-order batches of ``tiles_in_flight`` blocks.
+                in_task: bool = False, on_done=None, carry_bytes: int = 0, order=None) -> None:
+    """Compute every block of ``array`` in batches of ``tiles_in_flight`` blocks, in raster order or ``order``.
 
     ``write(block_index, block)`` receives each block: in this process after its batch (the default:
     for small blocks, e.g. per-tile summaries), or, with ``in_task=True``, inside the task that
@@ -64,9 +64,16 @@ def run_bounded(array: da.Array, write, tiles_in_flight: int, progress=None, ski
 
     ``carry_bytes`` (locally): values a batch computed that later batches need again (a source chunk,
     a neighbour's halo lines) are kept for them, smallest first, up to this many bytes, instead of being
-    computed (decoded) again; each is dropped after the last batch that needs it."""
+    computed (decoded) again; each is dropped after the last batch that needs it. ``order``: every block index
+    once, in the order to compute them (e.g. one that keeps blocks reading the same source chunks together, so
+    that what they share is carried from batch to batch)."""
     in_flight = max(1, int(tiles_in_flight))
     every = list(itertools.product(*(range(n) for n in array.numblocks)))
+    if order is not None:
+        order = [tuple(int(k) for k in i) for i in order]
+        if len(order) != len(every) or set(order) != set(every):
+            raise ValueError(f"order must list each of the {len(every)} block indices of the array once")
+        every = order
     indices = [i for i in every if i not in skip]
     already = len(every) - len(indices)
     keys = [(array.name, *i) for i in indices]

@@ -1,6 +1,7 @@
 """Tile planning: how large a tile, how many in flight, so a device stays inside its budget."""
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import warnings
@@ -251,6 +252,21 @@ def plan_tiles(
 def chunk_bounds(chunks) -> list[np.ndarray]:
     """Where the chunks of each axis start and end: ``[0, c0, c0 + c1, ...]`` (int64), one array per axis."""
     return [np.concatenate([[0], np.cumsum(c, dtype=np.int64)]) for c in chunks]
+
+
+def strip_order(tiles, sources) -> list[tuple[int, ...]]:
+    """The block indices of a grid of ``tiles`` (dask chunks) in an order where consecutive tiles read the same
+    chunks of the ``sources`` (their dask chunks): strips as wide as the largest source chunk along every axis
+    but the first, each walked along the first axis (raster order within a strip). Tiles smaller than the
+    chunks they are cut from then need a chunk for a few consecutive batches, not once per row of tiles."""
+    ndim = len(tiles)
+    starts = chunk_bounds(tiles)
+    width = [max([max(c[a]) if c[a] else 1 for c in sources] + [1]) for a in range(ndim)]
+
+    def key(index):
+        return tuple(int(starts[a][index[a]]) // width[a] for a in range(1, ndim)), index
+
+    return sorted(itertools.product(*(range(len(c)) for c in tiles)), key=key)
 
 
 def regular_chunk_shape(chunks) -> tuple[int, ...] | None:

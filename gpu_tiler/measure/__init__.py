@@ -9,6 +9,7 @@ transfer; the host merges the tables by label and finishes each requested column
 from __future__ import annotations
 
 import functools
+import math
 
 import dask
 import dask.array as da
@@ -18,7 +19,7 @@ from gpu_tiler._backends import get_backend, resolve_backend
 from gpu_tiler._execution.bounded import run_bounded
 from gpu_tiler._io.sources import as_dask
 from gpu_tiler._planning.checks import check_image
-from gpu_tiler._planning.plan import plan_tiles
+from gpu_tiler._planning.plan import plan_tiles, strip_order
 from gpu_tiler.measure._crops import CropRequest, Failed, normalize_spacing
 from gpu_tiler.measure._crops import columns as crop_columns
 from gpu_tiler.measure._partials import Merger, Plan, tile_partial
@@ -111,7 +112,9 @@ def regionprops(labels, intensity=None, properties=None, *, extra_properties=Non
     chosen = resolve_backend(*[x for x in (lab, plain) if x is not None], backend=backend)
     images = [lab] + ([plain] if plain is not None and (request or partial_intensity is not None) else [])
     tiles = plan_measure(plan, images, budget, chosen, request)
-    chunks = _at_least(tiles.chunks, plan.depth)
+    budget_bytes = tiles.budget_bytes
+    tiles, chunks, carry = _carrying_chunks(tiles, plan, images, chosen, request)
+    chunks = _at_least(chunks, plan.depth)
     inputs = [lab.rechunk(chunks)]
     if len(images) > 1:
         inputs.append(plain.rechunk(chunks + (((channels,),) if channels else ())))
@@ -126,13 +129,14 @@ def regionprops(labels, intensity=None, properties=None, *, extra_properties=Non
         *inputs, dtype=object, meta=np.empty((0,) * inputs[0].ndim, dtype=object),
     )
     merger = Merger(plan)
-    run_bounded(blocks, lambda index, part: merger.add(part), tiles.tiles_in_flight)
+    order = strip_order(blocks.chunks, [x.chunks for x in images]) if carry else None
+    run_bounded(blocks, lambda index, part: merger.add(part), tiles.tiles_in_flight, carry_bytes=carry, order=order)
     part = merger.result()
     by_property = partial_columns(requested, part, plan, separator)
     if request:
         # no region: the columns of scikit-image's dummy region
         values = list(part["crop"]) or [request.dummy(int, None if plain is None else plain.dtype)]
-        _measure_crossing(part, values, lab, plain, request, tiles.budget_bytes, chosen)
+        _measure_crossing(part, values, lab, plain, request, budget_bytes, chosen)
         for given in [r.given for r in requested if r.crop] + [f.__name__ for f in request.extra]:
             columns = crop_columns(request, [given], values, plain is not None, separator)
             by_property[given] = {name: column[:len(part["label"])] for name, column in columns.items()}
@@ -202,6 +206,39 @@ def plan_measure(plan, images, budget, backend, request=None):
         images[0].shape, widest, 0, budget, out_dtype=np.bool_, working_copies=-(-per_voxel // unit),
         chunks=images[0].chunks, backend=backend, n_inputs=len(images),
     )
+
+
+def _carrying_chunks(tiles, plan, images, backend, request):
+    """Out of core, where a source chunk does not fit a tile, tiles are smaller than the chunks they are cut
+    from and several batches read each chunk. Then: a plan that leaves room for two chunks of each input (a
+    strip of tiles walked along the first axis needs at most the chunk it is in and the next one), tile edges
+    that split each chunk evenly along the other axes (so that a strip's tiles read no chunk of the next strip),
+    and that room, to carry the chunks from batch to batch (``strip_order``). Else: the plan's tiles and no
+    carrying (each batch decodes the chunks it needs). Returns the plan, the tiles' chunks and the room."""
+    if any(image.ndim != len(tiles.shape) for image in images):  # channels: each batch decodes what it needs
+        return tiles, tiles.chunks, 0
+    largest = [tuple(max(c) if c else 1 for c in image.chunks) for image in images]
+    if all(t >= n for chunk in largest for t, n in zip(tiles.tile_shape, chunk)):
+        return tiles, tiles.chunks, 0
+    reserve = sum(2 * math.prod(chunk) * image.dtype.itemsize for chunk, image in zip(largest, images))
+    if reserve > tiles.budget_bytes // 4:
+        return tiles, tiles.chunks, 0
+    tiles = plan_measure(plan, images, tiles.budget_bytes - reserve, backend, request)
+    chunks = [tiles.chunks[0]]
+    for axis in range(1, len(tiles.shape)):  # the input with the largest chunks along the axis sets the strips
+        source = max((image.chunks[axis] for image in images), key=lambda c: max(c) if c else 0)
+        chunks.append(_split_evenly(source, tiles.tile_shape[axis]))
+    return tiles, tuple(chunks), reserve
+
+
+def _split_evenly(chunks, longest):
+    """Each of ``chunks`` cut into the fewest near-equal pieces of at most ``longest``."""
+    out = []
+    for n in chunks:
+        pieces = max(1, -(-n // longest))
+        base, extra = divmod(n, pieces)
+        out += [base + 1] * extra + [base] * (pieces - extra)
+    return tuple(out)
 
 
 def _at_least(chunks, depth):
