@@ -38,7 +38,7 @@ def _glibc():
         libc.gnu_get_libc_version.restype = ctypes.c_char_p
         libc.gnu_get_libc_version()
         libc.mallopt  # noqa: B018 - present in every glibc
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no handle for the process itself
         return None
     return libc
 
