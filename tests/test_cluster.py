@@ -1,4 +1,6 @@
 """gt.cluster() and the CLI's --cluster: local clusters our functions run on."""
+import os
+
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
@@ -22,6 +24,9 @@ def test_cluster_starts_a_cpu_cluster_that_our_functions_use(image):
 
         assert active_client() is client
         out = gt.gaussian(gt.open(image, chunks=64), 2.0).compute()
+        if "MALLOC_ARENA_MAX" not in os.environ and "GPU_TILER_MALLOC_ARENAS" not in os.environ:
+            # the workers' glibc limits its arenas from their first thread on (an import there would be too late)
+            assert set(client.run(lambda: os.environ.get("MALLOC_ARENA_MAX")).values()) == {"2"}
     np.testing.assert_array_equal(out, ndi.gaussian_filter(image, 2.0))
 
 

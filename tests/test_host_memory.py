@@ -19,7 +19,7 @@ from gpu_tiler._execution import host_memory
 
 barrier, keep = threading.Barrier(7), []
 def work():
-    keep.append(np.ones(20_000))  # 160 kB: below glibc's mmap threshold, so from the thread's arena
+    keep.append(np.ones(1_000))  # 8 kB: far below glibc's mmap threshold (128 KiB), so from the thread's arena
     barrier.wait()
     barrier.wait()
 threads = [threading.Thread(target=work) for _ in range(6)]
@@ -69,7 +69,48 @@ def test_a_limit_the_user_gave_glibc_is_kept():
     assert count <= 3
 
 
-@pytest.mark.parametrize("value", ["two", "-1", "1.5"])
+EARLY = r"""
+import threading, sys
+barrier, keep = threading.Barrier(int(sys.argv[1]) + 1), []
+def work():
+    keep.append(bytearray(1000))
+    barrier.wait()
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(int(sys.argv[1]))]
+for t in threads:
+    t.start()
+barrier.wait()
+import gpu_tiler
+from gpu_tiler._execution import host_memory
+barrier.wait()
+print(host_memory.state)
+"""
+
+
+@pytest.mark.parametrize("early, says", [
+    (4, "at most 2 malloc arenas for new threads (5 made before gpu_tiler was imported stay)"),
+    (12, "not limited: glibc had made 13 arenas before gpu_tiler was imported and keeps its own limit; "
+         "set MALLOC_ARENA_MAX=2 in the environment of the process"),
+])
+def test_arenas_made_before_the_import_are_reported_not_hidden(early, says):
+    environ = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES",
+                                                                 host_memory.ENV)}
+    done = subprocess.run([sys.executable, "-c", EARLY, str(early)], env=environ, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    if os.cpu_count() * 8 < early + 1:  # glibc stops at 8 arenas per core: fewer were made
+        pytest.skip("fewer cores than this case needs arenas")
+    assert done.stdout.strip() == says
+
+
+def test_workers_we_start_get_the_limit_in_their_environment():
+    assert host_memory.worker_environment({}) == {"MALLOC_ARENA_MAX": "2"}
+    assert host_memory.worker_environment({host_memory.ENV: "3"}) == {"MALLOC_ARENA_MAX": "3"}
+    assert host_memory.worker_environment({host_memory.ENV: "0"}) == {}
+    assert host_memory.worker_environment({"MALLOC_ARENA_MAX": "4"}) == {}  # theirs is inherited
+
+
+@pytest.mark.parametrize("value", ["two", "-1", "1.5", str(2**32 + 2)])
 def test_a_bad_setting_is_an_error_that_says_what_to_give(value):
     with pytest.raises(ValueError, match="GPU_TILER_MALLOC_ARENAS.*whole number.*or 0"):
         host_memory.wanted_arenas({host_memory.ENV: value})

@@ -415,3 +415,16 @@ def test_out_of_core_tiles_smaller_than_the_chunks_read_each_chunk_once(tmp_path
     assert len(reads) == len(set(reads)) == 2 * 12
     want = regionprops_table(labels, intensity, properties=properties)
     assert_equals_skimage(got, want, want, np.uint16)
+
+
+@pytest.mark.parametrize("chunks", [(2, 1), (1, 2)])
+def test_the_room_for_carried_chunks_never_costs_a_budget_that_fits_one_tile(chunks):
+    """At the smallest budget that holds one tile, keeping room for carried chunks would leave none: the
+    tiles then run as planned (raster order, nothing carried) instead of asking for a larger budget."""
+    labels = blobs((20, 20), seed=1)
+    smallest = 81  # what the error for budget=64 asks for (label, area: counts only)
+    with pytest.raises(ValueError, match=f"at least {smallest} bytes"):
+        regionprops(da.from_array(labels, chunks=chunks), properties=["label", "area"], budget=64)
+    got = regionprops(da.from_array(labels, chunks=chunks), properties=["label", "area"], budget=smallest)
+    want = regionprops_table(labels, properties=["label", "area"])
+    assert_equals_skimage(got, want, want)

@@ -14,6 +14,7 @@ from gpu_tiler._devices import (
     devices,
     host_device,
 )
+from gpu_tiler._execution.host_memory import worker_environment
 
 
 class LocalTilerCluster:
@@ -64,7 +65,7 @@ def cluster(n_workers: int | None = None, *, threads_per_worker: int | None = No
             pool = min(d.budget_bytes for d in gpus_here) // 2**20 * 2**20
             local = LocalCUDACluster(
                 n_workers=n_workers or len(gpus_here), rmm_pool_size=pool, rmm_allocator_external_lib_list=["cupy"],
-                dashboard_address=":8787" if dashboard else None,
+                dashboard_address=":8787" if dashboard else None, env=worker_environment(),
             )
             return LocalTilerCluster(local, Client(local), "dask-cuda")
     from distributed import LocalCluster
@@ -74,6 +75,7 @@ def cluster(n_workers: int | None = None, *, threads_per_worker: int | None = No
     local = LocalCluster(
         n_workers=n_workers, threads_per_worker=threads_per_worker or 1, processes=True,
         memory_limit=max(budget // n_workers, 256 * 2**20), dashboard_address=":8787" if dashboard else None,
+        env=worker_environment(),  # glibc's arenas limited from the worker's first thread on (host_memory)
     )
     return LocalTilerCluster(local, Client(local), "dask.distributed")
 

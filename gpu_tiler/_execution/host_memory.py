@@ -13,6 +13,10 @@ read and compute exist (a thread keeps the arena it first allocated in):
 - A limit the user set for glibc (``MALLOC_ARENA_MAX``, or ``glibc.malloc.arena_max`` in
   ``GLIBC_TUNABLES``) is left as it is.
 - Elsewhere than glibc (macOS, Windows, musl) nothing is done.
+- Arenas made before the import stay with their threads; once glibc has made more than 8 it has fixed its own
+  limit and ignores ours (``state`` says so): in such processes (a dask.distributed worker imports gpu_tiler
+  when its threads already run) set ``MALLOC_ARENA_MAX`` in the process's environment before it starts
+  (for dask workers: ``distributed.nanny.pre-spawn-environ``).
 
 Python objects of up to 512 bytes come from Python's own allocator and NumPy allocates with the GIL held,
 so fewer arenas cost our threads no waiting in practice (same wall time in the benchmark).
@@ -26,6 +30,8 @@ import os
 ENV = "GPU_TILER_MALLOC_ARENAS"
 DEFAULT_ARENAS = 2
 _M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+_ARENA_TEST = 8  # glibc's arena_test on 64-bit: with more arenas than this it has fixed its own limit for good
+_MOST = 2**31 - 1  # mallopt takes an int
 
 #: what was done at import, in words (for users and tests)
 state = "not applied"
@@ -43,6 +49,39 @@ def _glibc():
     return libc
 
 
+def arenas_in_use(libc=None) -> int | None:
+    """How many arenas glibc has made so far (``malloc_info`` lists one ``<heap>`` per arena), or None."""
+    libc = libc if libc is not None else _glibc()
+    if libc is None:
+        return None
+    buffer, size = ctypes.c_void_p(), ctypes.c_size_t()
+    libc.open_memstream.restype = ctypes.c_void_p
+    libc.open_memstream.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    libc.free.argtypes = [ctypes.c_void_p]
+    stream = libc.open_memstream(ctypes.byref(buffer), ctypes.byref(size))
+    if not stream:
+        return None
+    try:
+        libc.malloc_info(0, stream)
+    finally:
+        libc.fclose(stream)
+    try:
+        return ctypes.string_at(buffer, size.value).count(b"<heap nr=")
+    finally:
+        libc.free(buffer)
+
+
+def worker_environment(environ=os.environ) -> dict[str, str]:
+    """What a worker process we start (``gpu_tiler.cluster``) gets in its environment so that glibc limits its
+    arenas from its first thread on (a limit of the user's is inherited as it is)."""
+    wanted = wanted_arenas(environ)
+    if wanted == 0 or "MALLOC_ARENA_MAX" in environ or "arena_max" in environ.get("GLIBC_TUNABLES", ""):
+        return {}
+    return {"MALLOC_ARENA_MAX": str(wanted)}
+
+
 def wanted_arenas(environ=os.environ) -> int:
     """The arena limit asked for by ``GPU_TILER_MALLOC_ARENAS`` (0: leave glibc alone)."""
     text = environ.get(ENV, "").strip()
@@ -52,7 +91,7 @@ def wanted_arenas(environ=os.environ) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if value < 0:
+    if not 0 <= value <= _MOST:
         raise ValueError(
             f"{ENV}={text!r}: give the most glibc malloc arenas as a whole number (default {DEFAULT_ARENAS}), "
             f"or 0 to leave glibc's setting alone"
@@ -72,8 +111,15 @@ def limit_arenas(environ=os.environ) -> str:
         libc = _glibc()
         if libc is None:
             state = "not glibc: nothing to do"
-        elif libc.mallopt(_M_ARENA_MAX, ctypes.c_int(wanted)) == 1:
-            state = f"at most {wanted} malloc arena{'s' if wanted > 1 else ''}"
         else:
-            state = "glibc refused the arena limit"
+            before = arenas_in_use(libc)
+            if before is not None and before > _ARENA_TEST:
+                state = (f"not limited: glibc had made {before} arenas before gpu_tiler was imported and keeps "
+                         f"its own limit; set MALLOC_ARENA_MAX={wanted} in the environment of the process")
+            elif libc.mallopt(_M_ARENA_MAX, ctypes.c_int(wanted)) == 1:
+                state = f"at most {wanted} malloc arena{'s' if wanted > 1 else ''}"
+                if before is not None and before > wanted:  # threads keep the arenas they have
+                    state += f" for new threads ({before} made before gpu_tiler was imported stay)"
+            else:
+                state = "glibc refused the arena limit"
     return state

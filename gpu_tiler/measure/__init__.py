@@ -19,7 +19,7 @@ from gpu_tiler._backends import get_backend, resolve_backend
 from gpu_tiler._execution.bounded import run_bounded
 from gpu_tiler._io.sources import as_dask
 from gpu_tiler._planning.checks import check_image
-from gpu_tiler._planning.plan import plan_tiles, strip_order
+from gpu_tiler._planning.plan import chunk_bounds, plan_tiles, strip_order
 from gpu_tiler.measure._crops import CropRequest, Failed, normalize_spacing
 from gpu_tiler.measure._crops import columns as crop_columns
 from gpu_tiler.measure._partials import Merger, Plan, tile_partial
@@ -210,25 +210,40 @@ def plan_measure(plan, images, budget, backend, request=None):
 
 def _carrying_chunks(tiles, plan, images, backend, request):
     """Out of core, where a source chunk does not fit a tile, tiles are smaller than the chunks they are cut
-    from and several batches read each chunk. Then: a plan that leaves room for two chunks of each input (a
-    strip of tiles walked along the first axis needs at most the chunk it is in and the next one), tile edges
-    that split each chunk evenly along the other axes (so that a strip's tiles read no chunk of the next strip),
-    and that room, to carry the chunks from batch to batch (``strip_order``). Else: the plan's tiles and no
-    carrying (each batch decodes the chunks it needs). Returns the plan, the tiles' chunks and the room."""
-    if any(image.ndim != len(tiles.shape) for image in images):  # channels: each batch decodes what it needs
-        return tiles, tiles.chunks, 0
-    largest = [tuple(max(c) if c else 1 for c in image.chunks) for image in images]
-    if all(t >= n for chunk in largest for t, n in zip(tiles.tile_shape, chunk)):
-        return tiles, tiles.chunks, 0
-    reserve = sum(2 * math.prod(chunk) * image.dtype.itemsize for chunk, image in zip(largest, images))
-    if reserve > tiles.budget_bytes // 4:
-        return tiles, tiles.chunks, 0
-    tiles = plan_measure(plan, images, tiles.budget_bytes - reserve, backend, request)
-    chunks = [tiles.chunks[0]]
-    for axis in range(1, len(tiles.shape)):  # the input with the largest chunks along the axis sets the strips
-        source = max((image.chunks[axis] for image in images), key=lambda c: max(c) if c else 0)
-        chunks.append(_split_evenly(source, tiles.tile_shape[axis]))
-    return tiles, tuple(chunks), reserve
+    from and, in raster order, each chunk is decoded once per row of tiles. Then, where it can: tiles that split
+    each chunk evenly along every axis but the first, run strip by strip (``strip_order``: strips as wide as the
+    longest chunks, walked along the first axis), with the chunks carried from batch to batch in room the plan
+    keeps: per input, three rows of its chunks across a strip (the row a tile is in and the next, carried, and
+    one being decoded), at most a third of the budget. It cannot where an image has channels, where the local
+    configurations' halo would read the neighbouring strips' chunks (``plan.depth``), or where the inputs'
+    chunk edges do not fall on the strips' edges; then the plan's tiles run in raster order, nothing carried.
+    Returns the plan, the tiles' chunks and the bytes to carry."""
+    as_planned = tiles, tiles.chunks, 0
+    ndim = len(tiles.shape)
+    if plan.depth or any(image.ndim != ndim for image in images):
+        return as_planned
+    if all(t >= max(c) for image in images for t, c in zip(tiles.tile_shape, image.chunks) if c):
+        return as_planned
+    strips = []
+    for axis in range(1, ndim):  # the input with the longest chunks along the axis sets the strips
+        strip = max((image.chunks[axis] for image in images), key=lambda c: max(c) if c else 0)
+        edges = set(chunk_bounds([strip])[0].tolist())
+        if any(not edges <= set(chunk_bounds([image.chunks[axis]])[0].tolist()) for image in images):
+            return as_planned
+        strips.append(strip)
+    across = math.prod(max(c) if c else 1 for c in strips)
+    reserve = sum(3 * (max(image.chunks[0]) if image.chunks[0] else 1) * across * image.dtype.itemsize
+                  for image in images)
+    if reserve > tiles.budget_bytes // 3:
+        return as_planned
+    try:
+        smaller = plan_measure(plan, images, tiles.budget_bytes - reserve, backend, request)
+    except ValueError:  # no tile fits what the room leaves
+        return as_planned
+    if smaller.tiles_in_flight < tiles.tiles_in_flight:
+        return as_planned
+    chunks = (smaller.chunks[0],) + tuple(_split_evenly(c, t) for c, t in zip(strips, smaller.tile_shape[1:]))
+    return smaller, chunks, 2 * reserve // 3
 
 
 def _split_evenly(chunks, longest):
