@@ -88,7 +88,8 @@ print(host_memory.state)
 
 
 @pytest.mark.parametrize("early, says", [
-    (4, "at most 2 malloc arenas for new threads (5 made before gpu_tiler was imported stay)"),
+    (4, "no more malloc arenas: the 5 made before gpu_tiler was imported stay, and new threads share them "
+        "(limit 2)"),
     (12, "not limited: glibc had made 13 arenas before gpu_tiler was imported and keeps its own limit; "
          "set MALLOC_ARENA_MAX=2 in the environment of the process"),
 ])

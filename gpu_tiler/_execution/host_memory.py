@@ -119,7 +119,8 @@ def limit_arenas(environ=os.environ) -> str:
             elif libc.mallopt(_M_ARENA_MAX, ctypes.c_int(wanted)) == 1:
                 state = f"at most {wanted} malloc arena{'s' if wanted > 1 else ''}"
                 if before is not None and before > wanted:  # threads keep the arenas they have
-                    state += f" for new threads ({before} made before gpu_tiler was imported stay)"
+                    state = (f"no more malloc arenas: the {before} made before gpu_tiler was imported stay, and "
+                             f"new threads share them (limit {wanted})")
             else:
                 state = "glibc refused the arena limit"
     return state
