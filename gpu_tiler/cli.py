@@ -29,6 +29,7 @@ from gpu_tiler._config import BACKENDS
 from gpu_tiler._demo import run_demo
 from gpu_tiler._engine.materialise import explain
 from gpu_tiler._execution.bounded import PassLog, active_client
+from gpu_tiler._execution import host_memory
 from gpu_tiler._execution.cluster import describe_workers
 from gpu_tiler._io.sinks import check_label_output
 from gpu_tiler._planning.halo import MODES
@@ -330,6 +331,7 @@ def cmd_info(args):
     print(f"gpu_tiler {gt.__version__} on Python {platform.python_version()}")
     for device in gt.devices():
         print(f"device   {device}")
+    print(f"memory   host allocator: {host_memory.state} (docs/pipelines.md, \"Host memory\")")
     problem = cupy_problem()
     print(f"backends numpy: works; cupy: {'works' if problem is None else problem}")
     found = []

@@ -32,6 +32,7 @@ def test_info_lists_devices_backends_versions_and_kernels():
     assert "device   cpu:0" in result.stdout
     assert "backends numpy: works" in result.stdout
     assert "numpy" in result.stdout and "kernels  OpenCL" in result.stdout
+    assert "memory   host allocator: " in result.stdout  # what import did to glibc's arenas, in words
 
 
 def test_info_on_an_image(image_path):
