@@ -172,10 +172,6 @@ def save(
             tiles_in_flight = plan.tiles_in_flight
         else:
             tiles_in_flight = tiles_in_flight_for_chunks(source, NUMPY.device(budget).budget_bytes)
-    # half of what the planned tiles in flight leave of their budget (the other half: the source chunks their
-    # windows read, which the plan does not count) keeps source chunks and halo lines for later batches, so that
-    # small tiles do not decode each chunk once per neighbouring tile (as materialise's passes do)
-    carry = max(0, (plan.budget_bytes - plan.peak_bytes) // 2) if plan is not None and budget is None else 0
     job = {
         "format": 2, "array": job_name, "shape": list(source.shape), "dtype": str(source.dtype),
         "chunks": list(chunk_shape), "zarr_format": zarr_format, "output": format,
@@ -193,7 +189,7 @@ def save(
         read_now = stamps_of(source)
         job.update(inputs={**recorded_inputs, **read_now}, versions=_versions(), unverifiable=unverifiable_in(source))
         _save_claimed(source, target, job, read_now, ome, resume, overwrite, kind, zarr_format, attrs,
-                      chunk_shape, tiles_in_flight, progress, carry)
+                      chunk_shape, tiles_in_flight, progress)
     return open_source(target)
 
 
@@ -211,7 +207,7 @@ def _versions() -> dict:
 
 
 def _save_claimed(source, target: Path, job, read_now, ome, resume, overwrite, kind, zarr_format, attrs,
-                  chunk_shape, tiles_in_flight, progress, carry=0):
+                  chunk_shape, tiles_in_flight, progress):
     """The body of :func:`save`, run while this process holds the output's claim."""
     import zarr
 
@@ -237,7 +233,7 @@ def _save_claimed(source, target: Path, job, read_now, ome, resume, overwrite, k
 
     try:
         run_bounded(source, _TileWriter(store, chunk_shape, str(target), str(partial)), tiles_in_flight,
-                    progress=progress, skip=done, in_task=True, on_done=record, carry_bytes=carry)
+                    progress=progress, skip=done, in_task=True, on_done=record)
         log.close()
         try:
             check_unchanged(read_now, stamps_of(source), f"'{target}' was computed from it")
