@@ -73,11 +73,16 @@ def arenas_in_use(libc=None) -> int | None:
         libc.free(buffer)
 
 
+def _users_limit(environ) -> bool:
+    """Whether the user gave glibc an arena limit of their own (kept as it is)."""
+    return "MALLOC_ARENA_MAX" in environ or "arena_max" in environ.get("GLIBC_TUNABLES", "")
+
+
 def worker_environment(environ=os.environ) -> dict[str, str]:
     """What a worker process we start (``gpu_tiler.cluster``) gets in its environment so that glibc limits its
     arenas from its first thread on (a limit of the user's is inherited as it is)."""
     wanted = wanted_arenas(environ)
-    if wanted == 0 or "MALLOC_ARENA_MAX" in environ or "arena_max" in environ.get("GLIBC_TUNABLES", ""):
+    if wanted == 0 or _users_limit(environ):
         return {}
     return {"MALLOC_ARENA_MAX": str(wanted)}
 
@@ -105,7 +110,7 @@ def limit_arenas(environ=os.environ) -> str:
     wanted = wanted_arenas(environ)
     if wanted == 0:
         state = f"left to glibc ({ENV}=0)"
-    elif "MALLOC_ARENA_MAX" in environ or "arena_max" in environ.get("GLIBC_TUNABLES", ""):
+    elif _users_limit(environ):
         state = "left to glibc (the user's MALLOC_ARENA_MAX / GLIBC_TUNABLES)"
     else:
         libc = _glibc()
@@ -116,11 +121,11 @@ def limit_arenas(environ=os.environ) -> str:
             if before is not None and before > _ARENA_TEST:
                 state = (f"not limited: glibc had made {before} arenas before gpu_tiler was imported and keeps "
                          f"its own limit; set MALLOC_ARENA_MAX={wanted} in the environment of the process")
-            elif libc.mallopt(_M_ARENA_MAX, ctypes.c_int(wanted)) == 1:
-                state = f"at most {wanted} malloc arena{'s' if wanted > 1 else ''}"
-                if before is not None and before > wanted:  # threads keep the arenas they have
-                    state = (f"no more malloc arenas: the {before} made before gpu_tiler was imported stay, and "
-                             f"new threads share them (limit {wanted})")
-            else:
+            elif libc.mallopt(_M_ARENA_MAX, ctypes.c_int(wanted)) != 1:
                 state = "glibc refused the arena limit"
+            elif before is not None and before > wanted:  # threads keep the arenas they have
+                state = (f"no more malloc arenas: the {before} made before gpu_tiler was imported stay, and "
+                         f"new threads share them (limit {wanted})")
+            else:
+                state = f"at most {wanted} malloc arena{'s' if wanted > 1 else ''}"
     return state
